@@ -1,0 +1,1 @@
+"""The agent: dials out to the server, verifies and runs signed commands."""

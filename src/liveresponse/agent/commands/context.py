@@ -1,0 +1,69 @@
+"""What a command handler gets from the runner, and how it reports back.
+
+A handler is a plain function ``handler(ctx, args) -> result`` run in a worker
+thread. ``args`` holds the parameters already bound and type-checked against
+the catalogue (names as in ``protocol.catalogue``, flags as booleans, ints as
+ints; ``output`` removed). A handler for a ``rows`` command returns an
+iterable of dicts (a generator is best: rows stream to the server in batches
+and cancellation is checked between rows); an ``object`` command returns a
+dict. Failures are raised as ``protocol.errors`` exceptions (``NotFound``,
+``CommandFailed``, ``NotAvailable``...) whose message is shown to the analyst.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from liveresponse.protocol.names import escape_bytes, unescape_to_bytes
+
+Row = dict[str, Any]
+Result = Row | Iterable[Row] | None
+
+
+class Cancelled(Exception):
+    """Raised inside a handler when the analyst cancelled the command."""
+
+
+@dataclass
+class CommandContext:
+    cwd: str = "/"
+    # Collector root: another file-system root (a mounted image); "/" is the live system.
+    root: str = "/"
+    fileinfo_hash_max_bytes: int = 10 * 1024**3
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def resolve_path(self, text: str | None) -> bytes:
+        """Turn a path as typed (escaped form, SPEC §5) into an absolute byte path.
+
+        Relative paths resolve against the session's working directory. ``..``
+        components are folded lexically, the way a shell's ``cd`` shows them.
+        """
+        cwd = unescape_to_bytes(self.cwd)
+        if text is None or text == "":
+            return cwd
+        raw = unescape_to_bytes(os.path.expanduser(text) if text.startswith("~") else text)
+        joined = raw if raw.startswith(b"/") else os.path.join(cwd, raw)
+        normal = os.path.normpath(joined)
+        if normal.startswith(b"//"):
+            normal = b"/" + normal.lstrip(b"/")
+        return normal
+
+    @staticmethod
+    def show(path: bytes) -> str:
+        """The text form of a byte path for output."""
+        return escape_bytes(path)
+
+
+Handler = Callable[[CommandContext, dict[str, Any]], Result]

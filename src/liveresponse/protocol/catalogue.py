@@ -1,0 +1,316 @@
+"""The one command catalogue (SPEC §4, §5).
+
+Console (help, completion, validation), server (permission, timeout,
+prerequisites) and agent (dispatch) all read this table; nothing about a
+command is restated elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Tier(StrEnum):
+    """Permission tier. ``console`` commands never leave the analyst's machine."""
+
+    CONSOLE = "console"
+    BASIC = "basic"
+    ADVANCED = "advanced"
+
+
+class Runs(StrEnum):
+    CONSOLE = "console"  # handled by the console alone
+    AGENT = "agent"  # signed, sent to the device
+
+
+class ParamType(StrEnum):
+    STRING = "string"
+    INT = "int"
+    FLAG = "flag"
+    CHOICE = "choice"
+
+
+class TimeoutClass(StrEnum):
+    NORMAL = "command_timeout_s"
+    LONG = "long_command_timeout_s"
+
+
+class ResultShape(StrEnum):
+    ROWS = "rows"  # a list of rows (JSON: a list)
+    OBJECT = "object"  # one object
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: ParamType = ParamType.STRING
+    help: str = ""
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    metavar: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.metavar or self.name
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    summary: str
+    tier: Tier
+    runs: Runs
+    positional: tuple[Param, ...] = ()
+    named: tuple[Param, ...] = ()
+    aliases: tuple[str, ...] = ()
+    cancellable: bool = False
+    timeout: TimeoutClass = TimeoutClass.NORMAL
+    prerequisite: str | None = None
+    result: ResultShape = ResultShape.OBJECT
+    fields: tuple[str, ...] = ()
+    table_fields: tuple[str, ...] = ()
+    example: str = ""
+    notes: str = ""
+
+    @property
+    def all_params(self) -> tuple[Param, ...]:
+        return self.positional + self.named
+
+    def param(self, name: str) -> Param | None:
+        lowered = name.lower()
+        for p in self.all_params:
+            if p.name.lower() == lowered:
+                return p
+        return None
+
+    @property
+    def usage(self) -> str:
+        parts = [self.name]
+        for p in self.positional:
+            parts.append(f"<{p.display}>" if p.required else f"[{p.display}]")
+        for p in self.named:
+            if p.type is ParamType.FLAG:
+                parts.append(f"[-{p.name}]")
+            else:
+                parts.append(f"[-{p.name} {p.display.upper()}]")
+        parts.append("[-output json|table]")
+        return " ".join(parts)
+
+
+OUTPUT_PARAM = Param("output", ParamType.CHOICE, "output format", choices=("json", "table"))
+
+_PATH = "path"
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(
+        "cd",
+        "change the session's working directory; without a path, print it",
+        Tier.BASIC,
+        Runs.AGENT,
+        positional=(Param(_PATH, help="directory, absolute or relative to the working directory"),),
+        fields=("cwd",),
+        table_fields=("cwd",),
+        example="cd /var/log",
+    ),
+    CommandSpec("cls", "clear the console screen", Tier.CONSOLE, Runs.CONSOLE, result=ResultShape.NONE, example="cls"),
+    CommandSpec(
+        "connect",
+        "(re)open the session to the device",
+        Tier.CONSOLE,
+        Runs.CONSOLE,
+        fields=("session_id", "device"),
+        example="connect",
+    ),
+    CommandSpec(
+        "connections",
+        "TCP and UDP sockets, IPv4 and IPv6, with their owning process",
+        Tier.BASIC,
+        Runs.AGENT,
+        result=ResultShape.ROWS,
+        fields=(
+            "proto", "local_address", "local_port", "remote_address", "remote_port", "state", "pid",
+            "process", "owner_unknown_reason",
+        ),
+        table_fields=("proto", "local_address", "local_port", "remote_address", "remote_port", "state", "pid", "process"),
+        example="connections -output json",
+    ),
+    CommandSpec(
+        "drivers",
+        "kernel modules (from /proc/modules, else /sys/module)",
+        Tier.BASIC,
+        Runs.AGENT,
+        result=ResultShape.ROWS,
+        fields=("name", "size", "used_by", "state", "path", "version", "signer"),
+        table_fields=("name", "size", "state", "version", "signer", "used_by"),
+        example="drivers",
+    ),
+    CommandSpec(
+        "persistence",
+        "every known persistence mechanism, for the system and every user",
+        Tier.BASIC,
+        Runs.AGENT,
+        named=(Param("root", help="examine another file-system root (a mounted image)"),),
+        cancellable=True,
+        result=ResultShape.ROWS,
+        fields=("mechanism", "location", "line", "user", "entry", "command", "modified", "sha256"),
+        table_fields=("mechanism", "user", "location", "line", "command"),
+        example="persistence -output json",
+        notes="a mechanism that could not be checked is listed with the reason",
+    ),
+    CommandSpec(
+        "scheduledtasks",
+        "cron entries, systemd timers and at jobs with their next run (UTC)",
+        Tier.BASIC,
+        Runs.AGENT,
+        positional=(Param("name", help="task name filter (exact or glob)"),),
+        named=(Param("root", help="examine another file-system root (a mounted image)"),),
+        result=ResultShape.ROWS,
+        fields=("name", "schedule", "command", "user", "source", "next_run"),
+        table_fields=("name", "schedule", "user", "next_run", "command"),
+        example="scheduledtasks",
+    ),
+    CommandSpec(
+        "services",
+        "systemd services (through systemd, else unit files and /proc) and SysV scripts",
+        Tier.BASIC,
+        Runs.AGENT,
+        named=(
+            Param("name", help="service name filter (exact or glob)"),
+            Param("root", help="examine another file-system root (a mounted image)"),
+        ),
+        result=ResultShape.ROWS,
+        fields=("name", "description", "state", "enabled", "main_pid", "exec", "unit_file"),
+        table_fields=("name", "state", "enabled", "main_pid", "description"),
+        example="services -name ssh*",
+    ),
+    CommandSpec(
+        "startupfolders",
+        "XDG autostart entries, system and per user",
+        Tier.BASIC,
+        Runs.AGENT,
+        named=(Param("root", help="examine another file-system root (a mounted image)"),),
+        result=ResultShape.ROWS,
+        fields=("path", "name", "exec", "user"),
+        table_fields=("user", "name", "exec", "path"),
+        example="startupfolders",
+    ),
+    CommandSpec(
+        "dir",
+        "list a directory",
+        Tier.BASIC,
+        Runs.AGENT,
+        positional=(Param(_PATH, help="directory (default: working directory)"),),
+        named=(Param("full_path", ParamType.FLAG, "show absolute paths in the table"),),
+        aliases=("ls",),
+        result=ResultShape.ROWS,
+        fields=("name", "path", "type", "size", "mode", "owner", "group", "modified", "link_target"),
+        table_fields=("type", "mode", "owner", "size", "modified", "name"),
+        example="dir /etc -full_path",
+    ),
+    CommandSpec(
+        "fileinfo",
+        "describe one file: metadata and hashes (FIFOs, sockets and devices are never read)",
+        Tier.BASIC,
+        Runs.AGENT,
+        positional=(Param(_PATH, required=True, help="file to describe"),),
+        fields=(
+            "path", "type", "size", "mode", "owner", "group", "uid", "gid", "inode", "created",
+            "modified", "accessed", "changed", "md5", "sha1", "sha256", "magic", "link_target",
+        ),
+        table_fields=("path", "type", "size", "mode", "owner", "modified", "sha256"),
+        example='fileinfo "/tmp/my file.txt"',
+        notes="files over fileinfo_hash_max_bytes are described without hashes",
+    ),
+    CommandSpec(
+        "findfile",
+        "find files by exact name or glob across local file systems",
+        Tier.BASIC,
+        Runs.AGENT,
+        positional=(Param("name", required=True, help="exact name or glob (*, ?, [..])"),),
+        named=(Param(_PATH, help="where to start (default /)", metavar="root"),),
+        cancellable=True,
+        timeout=TimeoutClass.LONG,
+        result=ResultShape.ROWS,
+        fields=("path", "size", "modified"),
+        table_fields=("path", "size", "modified"),
+        example="findfile *.so -path /tmp",
+        notes="pseudo and network file systems are skipped; symbolic links are not followed",
+    ),
+    CommandSpec(
+        "help",
+        "list commands, or show one command's usage",
+        Tier.CONSOLE,
+        Runs.CONSOLE,
+        positional=(Param("command", help="command name"),),
+        example="help findfile",
+    ),
+    CommandSpec(
+        "processes",
+        "list processes with full names and command lines",
+        Tier.BASIC,
+        Runs.AGENT,
+        positional=(Param("pid", ParamType.INT, "one process id"),),
+        named=(Param("name", help="process name (exact, case-insensitive, or glob)"),),
+        aliases=("process",),
+        cancellable=True,
+        result=ResultShape.ROWS,
+        fields=(
+            "pid", "ppid", "name", "user", "state", "cmdline", "exe", "exe_deleted", "started",
+            "cpu_percent", "rss", "threads",
+        ),
+        table_fields=("pid", "ppid", "user", "state", "rss", "started", "cmdline"),
+        example="processes -name sshd",
+    ),
+    CommandSpec(
+        "registry",
+        "read the Windows registry (not available on Linux)",
+        Tier.BASIC,
+        Runs.AGENT,
+        positional=(Param("key", help="registry key"),),
+        example=r"registry HKLM\SOFTWARE",
+    ),
+    CommandSpec(
+        "trace",
+        "toggle debug output in the console (protocol timings, message ids)",
+        Tier.CONSOLE,
+        Runs.CONSOLE,
+        result=ResultShape.NONE,
+        example="trace",
+    ),
+)
+
+_BY_NAME: dict[str, CommandSpec] = {}
+
+
+def _index() -> None:
+    for spec in COMMANDS:
+        for key in (spec.name, *spec.aliases):
+            if key in _BY_NAME:
+                raise RuntimeError(f"duplicate command name {key!r} in the catalogue")
+            _BY_NAME[key] = spec
+
+
+_index()
+
+
+def lookup(name: str) -> CommandSpec | None:
+    """Find a command by name or alias, case-insensitively (SPEC §4)."""
+    return _BY_NAME.get(name.lower())
+
+
+def all_names() -> list[str]:
+    """Every name and alias, for completion."""
+    return sorted(_BY_NAME)
+
+
+@dataclass(frozen=True)
+class HelpGroup:
+    tier: Tier
+    commands: list[CommandSpec] = field(default_factory=list)
+
+
+def grouped_by_tier() -> list[HelpGroup]:
+    groups = [HelpGroup(t, [c for c in COMMANDS if c.tier is t]) for t in (Tier.BASIC, Tier.ADVANCED, Tier.CONSOLE)]
+    return [g for g in groups if g.commands]
