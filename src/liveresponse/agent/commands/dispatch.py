@@ -14,7 +14,7 @@ from functools import cache
 from liveresponse.agent import commands as _package
 from liveresponse.agent.commands.context import Handler
 
-_NOT_HANDLERS = {"context", "registry"}
+_NOT_HANDLERS = {"context", "dispatch"}
 
 
 @cache

@@ -1,0 +1,1 @@
+"""The analyst console: parser (protocol/commandline), renderer, shell, interactive REPL."""

@@ -1,0 +1,1 @@
+"""The server: app factory, agent gateway, API, sessions, store (docs/architecture.md)."""

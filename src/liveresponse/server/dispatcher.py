@@ -1,0 +1,325 @@
+"""From a console line to a signed envelope on the agent, and the result back.
+
+    submit(line) -> parse (CommandLineError: logged, never sent)
+                 -> permission by tier (PermissionDenied: logged, audited, never sent)
+                 -> device online? (DeviceOffline: logged)
+                 -> command-log row 'running', session activity
+                 -> sign Envelope(command, device, session, expiry) -> gateway
+    agent Rows   -> fan out to subscribers, kept for the log
+    agent Done   -> command-log row final, subscribers told, audit
+    timeout      -> signed cancel to the agent, row 'timed_out'
+
+Every path ends in exactly one final command-log row (SPEC §9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from liveresponse.protocol import messages as m
+from liveresponse.protocol.catalogue import CommandSpec, ResultShape, Runs, lookup
+from liveresponse.protocol.commandline import ParsedLine, parse_line
+from liveresponse.protocol.errors import (
+    CommandLineError,
+    DeviceOffline,
+    LiveResponseError,
+    NotFound,
+    PermissionDenied,
+)
+from liveresponse.protocol.signing import ENVELOPE_TTL_S, Envelope, sign
+from liveresponse.server.blobs import BlobStore
+from liveresponse.server.gateway import AgentLink, Gateway
+from liveresponse.server.rbac import command_permission
+from liveresponse.server.store.models import Command, Device, Session, User
+from liveresponse.server.store.store import AuditEvent, Store
+
+log = logging.getLogger("liveresponse.dispatcher")
+
+INLINE_OUTPUT_BYTES = 256 * 1024  # larger outputs go to the blob store, with a preview here
+PREVIEW_BYTES = 4096
+CANCEL_GRACE_S = 10.0  # how long the agent has to confirm a cancel before the server ends the command
+
+
+@dataclass
+class Running:
+    """A command in flight on an agent."""
+
+    command_id: str
+    session_id: str
+    tenant_id: str
+    device_id: str
+    user_name: str
+    spec: CommandSpec
+    parsed: ParsedLine
+    started_at: float
+    rows_json: list[str] = field(default_factory=list)
+    rows_count: int = 0
+    subscribers: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    final: dict[str, Any] | None = None
+    timeout_handle: asyncio.TimerHandle | None = None
+    cancel_requested: bool = False
+
+    def publish(self, event: dict[str, Any]) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+
+def _preview(text: str) -> str:
+    data = text.encode()
+    if len(data) <= PREVIEW_BYTES:
+        return text
+    head = data[:PREVIEW_BYTES].decode("utf-8", "ignore")
+    return f"{head}\n… truncated: {PREVIEW_BYTES} of {len(data)} bytes"
+
+
+class Dispatcher:
+    def __init__(self, store: Store, gateway: Gateway, blobs: BlobStore, signing_key: Any) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.blobs = blobs
+        self.signing_key = signing_key
+        self.running: dict[str, Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        gateway.on_message = self.on_agent_message
+        gateway.on_disconnect = self.on_agent_disconnect
+
+    # -- submit -------------------------------------------------------------
+
+    async def _log_refusal(
+        self, session: Session, user: User, device: Device, line: str, error: LiveResponseError, outcome: str
+    ) -> str:
+        now = time.time()
+        row = Command(
+            id=f"cmd_{uuid.uuid4().hex[:16]}",
+            tenant_id=session.tenant_id,
+            session_id=session.id,
+            user_name=user.name,
+            device_name=device.name,
+            command_line=line,
+            command=None,
+            args_json="{}",
+            started_at=now,
+            ended_at=now,
+            status="failed",
+            output=None,
+            errors=error.message,
+        )
+        detail = {"command_id": row.id, "session": session.id, "command_line": line, "error": error.code}
+        await self.store.add_command(row, AuditEvent(session.tenant_id, user.name, "command", outcome, detail))
+        return row.id
+
+    async def submit(
+        self,
+        session: Session,
+        user: User,
+        device: Device,
+        permissions: frozenset[str],
+        line: str,
+        subscriber: asyncio.Queue[dict[str, Any]] | None = None,
+    ) -> Running:
+        """Validate, log and dispatch one line. Refusals raise with ``command_id`` set in the error fields."""
+        try:
+            parsed = parse_line(line)
+        except CommandLineError as exc:
+            exc.fields["command_id"] = await self._log_refusal(session, user, device, line, exc, "failure")
+            raise
+        spec = lookup(parsed.command)
+        assert spec is not None
+        if spec.runs is Runs.CONSOLE:
+            err = LiveResponseError(f"{spec.name} runs in the console, not on the device")
+            err.fields["command_id"] = await self._log_refusal(session, user, device, line, err, "failure")
+            raise err
+        needed = command_permission(spec)
+        if needed is not None and needed not in permissions:
+            denied = PermissionDenied(
+                f"{spec.name} needs the permission {needed} ({spec.tier} tier); your role {user.role} lacks it",
+                permission=str(needed),
+            )
+            denied.fields["command_id"] = await self._log_refusal(session, user, device, line, denied, "denied")
+            raise denied
+        link = self.gateway.link(device.id)
+        if link is None:
+            offline = DeviceOffline(f"device {device.name} went offline; last seen {_iso(device.last_seen)}")
+            offline.fields["command_id"] = await self._log_refusal(session, user, device, line, offline, "failure")
+            raise offline
+        settings = await self.store.settings(session.tenant_id)
+        timeout_s = float(settings[spec.timeout.value])
+        now = time.time()
+        run = Running(
+            command_id=f"cmd_{uuid.uuid4().hex[:16]}",
+            session_id=session.id,
+            tenant_id=session.tenant_id,
+            device_id=device.id,
+            user_name=user.name,
+            spec=spec,
+            parsed=parsed,
+            started_at=now,
+        )
+        if subscriber is not None:
+            run.subscribers.append(subscriber)
+        row = Command(
+            id=run.command_id,
+            tenant_id=session.tenant_id,
+            session_id=session.id,
+            user_name=user.name,
+            device_name=device.name,
+            command_line=line,
+            command=spec.name,
+            args_json=json.dumps(parsed.args, ensure_ascii=False),
+            started_at=now,
+            status="running",
+        )
+        detail = {"command_id": run.command_id, "session": session.id, "command_line": line}
+        await self.store.add_command(
+            row, AuditEvent(session.tenant_id, user.name, "command", "success", detail), active=True
+        )
+        self.running[run.command_id] = run
+        envelope = Envelope(
+            kind="run",
+            envelope_id=uuid.uuid4().hex,
+            command_id=run.command_id,
+            device_id=device.id,
+            session_id=session.id,
+            issued_at=now,
+            expires_at=now + ENVELOPE_TTL_S,
+            command=spec.name,
+            args=dict(parsed.args),
+            cwd=session.cwd,
+            timeout_s=timeout_s,
+            limits={"fileinfo_hash_max_bytes": int(settings["fileinfo_hash_max_bytes"])},
+        )
+        try:
+            await link.send(sign(envelope, self.signing_key))
+        except Exception:  # the socket died between lookup and send
+            await self._finish(run, "failed", None, {"code": "device_offline", "message": "device disconnected"})
+            raise DeviceOffline(f"device {device.name} disconnected while the command was sent") from None
+        loop = asyncio.get_running_loop()
+        run.timeout_handle = loop.call_later(timeout_s + 5.0, self._spawn, self._time_out(run, timeout_s))
+        return run
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _time_out(self, run: Running, timeout_s: float) -> None:
+        if run.final is not None:
+            return
+        await self._send_cancel(run)
+        message = f"{run.spec.name} timed out after {timeout_s:g} s ({run.spec.timeout.value})"
+        await self._finish(run, "timed_out", None, {"code": "timed_out", "message": message})
+
+    # -- cancel -------------------------------------------------------------
+
+    async def cancel(self, command_id: str, session_id: str | None = None) -> Running:
+        run = self.running.get(command_id)
+        if run is None or (session_id is not None and run.session_id != session_id):
+            raise NotFound(f"command {command_id} is not running")
+        run.cancel_requested = True
+        await self._send_cancel(run)
+        loop = asyncio.get_running_loop()
+        loop.call_later(CANCEL_GRACE_S, self._spawn, self._cancel_unconfirmed(run))
+        return run
+
+    async def _send_cancel(self, run: Running) -> None:
+        link = self.gateway.link(run.device_id)
+        if link is None:
+            return
+        now = time.time()
+        envelope = Envelope(
+            kind="cancel",
+            envelope_id=uuid.uuid4().hex,
+            command_id=run.command_id,
+            device_id=run.device_id,
+            session_id=run.session_id,
+            issued_at=now,
+            expires_at=now + ENVELOPE_TTL_S,
+        )
+        try:
+            await link.send(sign(envelope, self.signing_key))
+        except Exception:
+            log.warning("could not send cancel for %s", run.command_id)
+
+    async def _cancel_unconfirmed(self, run: Running) -> None:
+        if run.final is None:
+            error = {"code": "cancelled", "message": "cancelled; the device did not confirm within 10 s"}
+            await self._finish(run, "cancelled", None, error)
+
+    # -- results from the agent ---------------------------------------------
+
+    async def on_agent_message(self, link: AgentLink, message: m.Rows | m.Done) -> None:
+        run = self.running.get(message.command_id)
+        if run is None or run.device_id != link.device_id:
+            log.warning("device %s sent results for unknown command %s", link.device_id, message.command_id)
+            return
+        if isinstance(message, m.Rows):
+            run.rows_json.extend(json.dumps(r, ensure_ascii=False) for r in message.rows)
+            run.rows_count += len(message.rows)
+            run.publish({"type": "rows", "command_id": run.command_id, "rows": message.rows})
+            return
+        await self._finish(run, message.status, message.result, message.error)
+
+    async def on_agent_disconnect(self, link: AgentLink) -> None:
+        for run in [r for r in self.running.values() if r.device_id == link.device_id]:
+            error = {"code": "device_offline", "message": "the device disconnected before the command finished"}
+            await self._finish(run, "failed", None, error)
+
+    async def _finish(
+        self, run: Running, status: str, result: dict[str, Any] | None, error: dict[str, Any] | None
+    ) -> None:
+        if run.final is not None:
+            return
+        if run.timeout_handle is not None:
+            run.timeout_handle.cancel()
+        ended = time.time()
+        if run.spec.result is ResultShape.ROWS:
+            output_text: str | None = "[" + ",".join(run.rows_json) + "]" if run.rows_count or status == "completed" else None
+        else:
+            output_text = None if result is None else json.dumps(result, ensure_ascii=False)
+        run.final = {
+            "type": "done",
+            "command_id": run.command_id,
+            "status": status,
+            "result": result,
+            "error": error,
+            "rows": run.rows_count,
+            "duration_s": round(ended - run.started_at, 6),
+        }
+        self.running.pop(run.command_id, None)
+        values: dict[str, Any] = {"status": status, "ended_at": ended, "errors": None if error is None else error["message"]}
+        if output_text is not None:
+            size = len(output_text.encode())
+            values["output_bytes"] = size
+            if size > INLINE_OUTPUT_BYTES:
+                values["output_blob"] = await asyncio.to_thread(self.blobs.put_bytes, output_text.encode())
+                values["output"] = _preview(output_text)
+            else:
+                values["output"] = output_text
+        run.rows_json = []
+        session_values: dict[str, Any] = {"last_activity_at": ended}
+        if run.spec.name == "cd" and status == "completed" and result is not None and "cwd" in result:
+            session_values["cwd"] = str(result["cwd"])
+        # The log row (and a new cwd) are written before anyone hears of the end, so the
+        # analyst's next command always sees them.
+        await self.store.finish_command(run.command_id, run.session_id, session_values, **values)
+        run.publish(run.final)
+        run.done.set()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for run in list(self.running.values()):
+            await self._finish(run, "failed", None, {"code": "server_stopped", "message": "the server stopped"})
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
