@@ -39,4 +39,12 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> Iterator[Row]:
             **extra,
         }
     for path, reason in reader.problems:
-        yield {"path": show(path), "name": None, "exec": None, "user": None, "checked": False, "reason": reason, **extra}
+        yield {
+            "path": show(path),
+            "name": None,
+            "exec": None,
+            "user": None,
+            "checked": False,
+            "reason": reason,
+            **extra,
+        }

@@ -73,7 +73,5 @@ def collect_at_jobs(reader: Reader, users: list[User]) -> list[AtJob]:
                 user = name_for_uid(users, reader.fs.lstat(path).st_uid)
             run_at = datetime.fromtimestamp(int(match.group(3), 16) * 60, UTC)
             command = command_of(data)
-            jobs.append(
-                AtJob(path, int(match.group(2), 16), match.group(1), run_at, user, escape_bytes(command))
-            )
+            jobs.append(AtJob(path, int(match.group(2), 16), match.group(1), run_at, user, escape_bytes(command)))
     return jobs

@@ -87,9 +87,7 @@ def parse_crontab(data: bytes, source: str, user: str | None, with_user_column: 
             continue
         owner = escape_bytes(words[head]) if with_user_column else user
         command = escape_bytes(words[-1])
-        entries.append(
-            CronEntry(source, number, owner, schedule, command, escape_bytes(raw), zone, "crontab", None)
-        )
+        entries.append(CronEntry(source, number, owner, schedule, command, escape_bytes(raw), zone, "crontab", None))
     return entries
 
 

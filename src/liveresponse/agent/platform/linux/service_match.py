@@ -39,7 +39,7 @@ def _argv0_matches(process: ProcessInfo, executable: str, argv0: str) -> bool:
     if not process.argv:
         return False
     first = process.argv[0]
-    if first == argv0 or first == executable:
+    if first in (argv0, executable):
         return True
     if process.exe and os.path.isabs(executable) and _same_file(process.exe, executable):
         # The exe is the program; argv[0] may be a symlink name or a bare name.

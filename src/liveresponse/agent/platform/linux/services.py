@@ -109,9 +109,7 @@ def _unit_file_rows(
         own = index_units(reader, scope.dirs, (".service",)) if scope.dirs != scope.lookup_dirs else index
         # A user's instance also honours the links every user gets from /etc/systemd/user.
         links = enabling_links(reader, scope.lookup_dirs)
-        enabled_names = {link.name for link in links} | {
-            link.target.rsplit("/", 1)[1] for link in links if link.target
-        }
+        enabled_names = {link.name for link in links} | {link.target.rsplit("/", 1)[1] for link in links if link.target}
         units: dict[str, Unit] = {}
         aliases: dict[str, list[str]] = {}
         own_links = enabling_links(reader, scope.dirs) if scope.dirs != scope.lookup_dirs else links

@@ -16,7 +16,15 @@ from liveresponse.agent.platform.linux.rootfs import Reader
 INIT_DIRS = ("/etc/init.d", "/etc/rc.d/init.d")
 RUNLEVELS = ("0", "1", "2", "3", "4", "5", "6", "S")
 RC_LOCAL = ("/etc/rc.local", "/etc/rc.d/rc.local")
-_NOT_SCRIPTS = {"README", "skeleton", "functions", ".depend.boot", ".depend.start", ".depend.stop", ".legacy-bootordering"}
+_NOT_SCRIPTS = {
+    "README",
+    "skeleton",
+    "functions",
+    ".depend.boot",
+    ".depend.start",
+    ".depend.stop",
+    ".legacy-bootordering",
+}
 _DESCRIPTION = re.compile(rb"^#\s*Short-Description:\s*(.+)$", re.MULTILINE)
 _DAEMON = re.compile(rb"^\s*DAEMON=[\"']?([^\"'\s;]+)", re.MULTILINE)
 _PIDFILE = re.compile(rb"^\s*PIDFILE=[\"']?([^\"'\s;$]+)", re.MULTILINE)

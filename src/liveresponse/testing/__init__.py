@@ -1,0 +1,1 @@
+"""Helpers for tests that others can use: a throwaway server with a real agent (cluster.py)."""
