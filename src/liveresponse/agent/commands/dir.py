@@ -13,6 +13,7 @@ import stat
 from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext, Row
+from liveresponse.agent.commands.path_lookup import stat_or_fail
 from liveresponse.agent.platform import require_linux
 from liveresponse.agent.platform.linux import file_metadata
 from liveresponse.protocol.errors import CommandFailed, NotFound
@@ -30,13 +31,13 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> list[Row]:
         followed = os.stat(path)
     except FileNotFoundError:
         _raise_not_found_unless_dangling_link(path, shown)
-        return [_only_entry(path, shown)]
+        return [_only_entry(path)]
     except PermissionError:
         raise CommandFailed(f"permission denied: {shown}") from None
     except OSError as error:
         raise CommandFailed(f"cannot list {shown}: {error.strerror}") from None
     if not stat.S_ISDIR(followed.st_mode):
-        return [_only_entry(path, shown)]
+        return [_only_entry(path)]
     return _list_directory(ctx, path, shown)
 
 
@@ -47,13 +48,8 @@ def _raise_not_found_unless_dangling_link(path: bytes, shown: str) -> None:
         raise NotFound(f"no such file or directory: {shown}") from None
 
 
-def _only_entry(path: bytes, shown: str) -> Row:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise NotFound(f"no such file or directory: {shown}") from None
-    except OSError as error:
-        raise CommandFailed(f"cannot describe {shown}: {error.strerror}") from None
+def _only_entry(path: bytes) -> Row:
+    info = stat_or_fail(path, follow=False, missing="no such file or directory", action="describe")
     return _row(os.path.basename(path), path, info)
 
 

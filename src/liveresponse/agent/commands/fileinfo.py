@@ -13,11 +13,11 @@ import stat
 from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext, Row
+from liveresponse.agent.commands.path_lookup import stat_or_fail
 from liveresponse.agent.platform import require_linux
 from liveresponse.agent.platform.linux import file_content, file_magic, file_metadata
 from liveresponse.agent.platform.linux.birth_time import birth_time_ns
 from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
-from liveresponse.protocol.errors import CommandFailed, NotFound
 from liveresponse.protocol.names import escape_bytes
 
 COMMAND = "fileinfo"
@@ -34,16 +34,8 @@ _NOT_READ_DESCRIPTIONS = {
 def run(ctx: CommandContext, args: dict[str, Any]) -> Row:
     require_linux(COMMAND)
     path = ctx.resolve_path(args["path"])
-    shown = escape_bytes(path)
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise NotFound(f"no such file: {shown}") from None
-    except PermissionError:
-        raise CommandFailed(f"permission denied: {shown}") from None
-    except OSError as error:
-        raise CommandFailed(f"cannot describe {shown}: {error.strerror}") from None
-    row = _metadata_row(path, shown, info)
+    info = stat_or_fail(path, follow=False, missing="no such file", action="describe")
+    row = _metadata_row(path, escape_bytes(path), info)
     row.update(_content_fields(ctx, path, info, row["type"]))
     return row
 

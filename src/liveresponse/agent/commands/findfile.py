@@ -15,15 +15,15 @@ The walk lives in ``platform/linux/name_search.py`` and the choice of mounts in
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext, Row
+from liveresponse.agent.commands.path_lookup import directory_or_fail
 from liveresponse.agent.platform import require_linux
 from liveresponse.agent.platform.linux import file_metadata, mounts
 from liveresponse.agent.platform.linux.name_search import NameMatch, NameSearch, compile_name_matcher
-from liveresponse.protocol.errors import CommandFailed, NotFound
+from liveresponse.protocol.errors import CommandFailed
 from liveresponse.protocol.names import escape_bytes, unescape_to_bytes
 
 COMMAND = "findfile"
@@ -46,17 +46,7 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> Iterator[Row]:
 
 def _checked_root(ctx: CommandContext, text: str) -> bytes:
     given = ctx.resolve_path(text)
-    shown = escape_bytes(given)
-    try:
-        info = os.stat(given)
-    except FileNotFoundError:
-        raise NotFound(f"no such directory: {shown}") from None
-    except PermissionError:
-        raise CommandFailed(f"permission denied: {shown}") from None
-    except OSError as error:
-        raise CommandFailed(f"cannot search {shown}: {error.strerror}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise CommandFailed(f"not a directory: {shown}")
+    directory_or_fail(given, action="search")
     return os.path.realpath(given)
 
 

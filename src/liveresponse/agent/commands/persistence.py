@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from liveresponse.agent.commands.collector_root import collector_root, stream
 from liveresponse.agent.commands.context import CommandContext, Row
 from liveresponse.agent.platform import require_linux
 
@@ -19,10 +20,6 @@ COMMAND = "persistence"
 def run(ctx: CommandContext, args: dict[str, Any]) -> Iterator[Row]:
     require_linux(COMMAND)
     from liveresponse.agent.platform.linux.persistence import collect_persistence
-    from liveresponse.agent.platform.linux.rootfs import FsRoot
 
-    fs = FsRoot(args.get("root") or ctx.root)
-    for row in collect_persistence(fs, between_rows=ctx.check_cancelled):
-        if not fs.live:
-            row["root"] = fs.root
-        yield row
+    fs = collector_root(ctx, args)
+    return stream(ctx, collect_persistence(fs, between_rows=ctx.check_cancelled), fs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from liveresponse.agent.commands.collector_root import collector_root, stream
 from liveresponse.agent.commands.context import CommandContext, Row
 from liveresponse.agent.platform import require_linux
 
@@ -13,12 +14,7 @@ COMMAND = "services"
 
 def run(ctx: CommandContext, args: dict[str, Any]) -> Iterator[Row]:
     require_linux(COMMAND)
-    from liveresponse.agent.platform.linux.rootfs import FsRoot
     from liveresponse.agent.platform.linux.services import list_services
 
-    fs = FsRoot(args.get("root") or ctx.root)
-    for row in list_services(fs, args.get("name")):
-        ctx.check_cancelled()
-        if not fs.live:
-            row["root"] = fs.root
-        yield row
+    fs = collector_root(ctx, args)
+    return stream(ctx, list_services(fs, args.get("name")), fs)

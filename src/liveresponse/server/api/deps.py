@@ -22,6 +22,10 @@ from liveresponse.server.store.models import User
 from liveresponse.server.store.store import AuditEvent
 
 PUBLIC_ROUTES = {
+    # The API's own description is public on purpose: clients and tools read it before signing in.
+    "/api/v1/openapi.json",
+    "/api/v1/docs",
+    "/docs/oauth2-redirect",
     "/api/v1/auth/login",
     "/api/v1/enroll",
     "/api/v1/enroll/ca",

@@ -138,3 +138,5 @@ class LockRow(Base):
     __tablename__ = "locks"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     bumped: Mapped[bool] = mapped_column(Boolean, default=False)
+    # For the "audit" row: "SEQ:HASH" of the newest record, so deleting the newest records is detected too.
+    head: Mapped[str | None] = mapped_column(Text, nullable=True)

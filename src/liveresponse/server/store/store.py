@@ -95,7 +95,7 @@ class Store:
     # -- audit (SPEC §9) --------------------------------------------------
 
     async def _append_audit(self, db: AsyncSession, ev: AuditEvent) -> None:
-        await db.execute(select(LockRow).where(LockRow.name == "audit").with_for_update())
+        lock = (await db.execute(select(LockRow).where(LockRow.name == "audit").with_for_update())).scalar_one()
         last = (await db.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1))).scalar_one_or_none()
         seq = 1 if last is None else last.seq + 1
         prev = GENESIS_HASH if last is None else last.hash
@@ -111,6 +111,7 @@ class Store:
         )
         rec.hash = audit_hash(prev, audit_fields(rec))
         db.add(rec)
+        lock.head = f"{seq}:{rec.hash}"
 
     async def audit(self, ev: AuditEvent) -> None:
         async with self.tx() as db:
@@ -139,6 +140,14 @@ class Store:
                     problems.append(f"record {rec.seq} ({rec.event}) was edited: its hash does not match")
                 prev = rec.hash
                 expected_seq = rec.seq + 1
+            lock = (await db.execute(select(LockRow).where(LockRow.name == "audit"))).scalar_one()
+        if lock.head is not None:
+            head_seq, _, head_hash = lock.head.partition(":")
+            if int(head_seq) >= expected_seq:
+                span = f"record {head_seq} is" if int(head_seq) == expected_seq else f"records {expected_seq} to {head_seq} are"
+                problems.append(f"{span} missing at the end (the chain's newest was {head_seq})")
+            elif int(head_seq) == expected_seq - 1 and head_hash != prev:
+                problems.append(f"record {head_seq} is not the record the chain ended with (replaced)")
         return problems
 
     # -- tenants, users, tokens ---------------------------------------------

@@ -53,12 +53,7 @@ def command_of(script: bytes) -> bytes:
 
 def collect_at_jobs(reader: Reader, users: list[User]) -> list[AtJob]:
     jobs: list[AtJob] = []
-    seen: set[str] = set()
-    for spool in AT_SPOOLS:
-        resolved = reader.fs.resolve(spool)
-        if resolved in seen:
-            continue
-        seen.add(resolved)
+    for spool in reader.fs.distinct(AT_SPOOLS):
         for path in reader.files_in(spool):
             match = _JOB_NAME.match(path.rsplit("/", 1)[1])
             if not match:

@@ -92,7 +92,8 @@ def _weekdays(text: str) -> frozenset[int]:
     return frozenset(days)
 
 
-def _zone(name: str) -> tzinfo | None:
+def zone_named(name: str) -> tzinfo | None:
+    """The time zone a schedule names (``UTC``, ``Europe/Berlin``), or None when there is none such."""
     if name.upper() == "UTC":
         return UTC
     try:
@@ -106,7 +107,7 @@ def parse_calendar(expression: str) -> CalendarSpec:
     words = text.split()
     zone = None
     if len(words) > 1 and ":" not in words[-1] and "-" not in words[-1].lstrip("*"):
-        zone = _zone(words[-1])
+        zone = zone_named(words[-1])
         if zone is not None:
             words = words[:-1]
     weekdays = frozenset(range(7))

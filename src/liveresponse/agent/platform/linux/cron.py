@@ -95,12 +95,7 @@ def _crontab_files(reader: Reader) -> list[tuple[str, str | None, bool]]:
     """(path, user, has user column) of every crontab to read."""
     files: list[tuple[str, str | None, bool]] = [(SYSTEM_CRONTAB, None, True)]
     files.extend((path, None, True) for path in reader.files_in(CRON_D))
-    seen_dirs: set[str] = set()
-    for spool in SPOOL_DIRS:
-        resolved = reader.fs.resolve(spool)
-        if resolved in seen_dirs:
-            continue
-        seen_dirs.add(resolved)
+    for spool in reader.fs.distinct(SPOOL_DIRS):
         for path in reader.files_in(spool):
             name = path.rsplit("/", 1)[1]
             if spool == "/var/spool/cron" and name in _NOT_USER_SPOOLS:

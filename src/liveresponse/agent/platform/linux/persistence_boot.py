@@ -13,6 +13,7 @@ from liveresponse.agent.platform.linux.passwd import User
 from liveresponse.agent.platform.linux.persistence import Mechanism, Scan, program_of
 from liveresponse.agent.platform.linux.rootfs import lines_of, show
 from liveresponse.agent.platform.linux.sysv import RC_LOCAL, collect_init_scripts
+from liveresponse.agent.platform.linux.timestamps import iso_utc
 from liveresponse.agent.platform.linux.units import (
     GLOBAL_USER_UNIT_DIRS,
     SYSTEM_UNIT_DIRS,
@@ -50,7 +51,7 @@ def _cron(scan: Scan, users: list[User], homes: list[User]) -> None:
 
 def _at(scan: Scan, users: list[User], homes: list[User]) -> None:
     for job in collect_at_jobs(scan.reader, users):
-        run_at = job.run_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        run_at = iso_utc(job.run_at)
         scan.add(job.source, user=job.user, entry=f"at job {job.job} (queue {job.queue}) at {run_at}",
                  command=job.command, target=program_of(scan.fs, job.command), schedule=run_at)  # fmt: skip
 
@@ -129,12 +130,7 @@ def _rc_local(scan: Scan, users: list[User], homes: list[User]) -> None:
 def _rule_files(scan: Scan, dirs: tuple[str, ...], suffix: str) -> list[str]:
     """Files by name, the first directory holding a name winning (how udev and modprobe read them)."""
     chosen: dict[str, str] = {}
-    seen: set[str] = set()
-    for directory in dirs:
-        resolved = scan.fs.resolve(directory)
-        if resolved in seen:
-            continue
-        seen.add(resolved)
+    for directory in scan.fs.distinct(dirs):
         for path in scan.reader.files_in(directory):
             name = path.rsplit("/", 1)[1]
             if name.endswith(suffix):

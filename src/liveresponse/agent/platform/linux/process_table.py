@@ -1,5 +1,9 @@
 """Reading processes straight from /proc (proc(5)), fast and without partial rows.
 
+The one reader of the process table: ``processes`` lists it, ``services``
+matches unit ExecStart lines against it and ``connections`` finds socket owners
+through it. Only the live system has processes; an offline root has none.
+
 Each process is read through a descriptor of its /proc/PID directory. That
 descriptor stays bound to the process it was opened for: if the process exits,
 reads through it fail (ESRCH/ENOENT) instead of silently reading a new process
@@ -77,9 +81,9 @@ def _clock_ticks_per_second() -> int:
     return os.sysconf("SC_CLK_TCK")
 
 
-def boot_time_s() -> float:
+def boot_time_s(proc: str = PROC) -> float:
     """Boot time from /proc/stat ``btime``, the base ps and psutil use for start times."""
-    with open(f"{PROC}/stat", "rb") as proc_stat:
+    with open(f"{proc}/stat", "rb") as proc_stat:
         for line in proc_stat:
             if line.startswith(b"btime "):
                 return float(line.split()[1])
@@ -151,12 +155,16 @@ def _executable(directory: int) -> tuple[bytes | None, bool]:
     return target, False
 
 
-def read_process(pid: int, boot_s: float) -> ProcessRecord:
-    """Read one process; raises :class:`ProcessGone` if it does not exist (any more)."""
+def _open_process(pid: int, proc: str) -> int:
     try:
-        directory = os.open(f"{PROC}/{pid}", _DIRECTORY_FLAGS)
+        return os.open(f"{proc}/{pid}", _DIRECTORY_FLAGS)
     except (FileNotFoundError, ProcessLookupError, PermissionError) as error:
         raise ProcessGone() from error
+
+
+def read_process(pid: int, boot_s: float, proc: str = PROC) -> ProcessRecord:
+    """Read one process; raises :class:`ProcessGone` if it does not exist (any more)."""
+    directory = _open_process(pid, proc)
     try:
         comm, fields = _parse_stat(_read_all("stat", directory))
         status = _read_all("status", directory)
@@ -188,16 +196,74 @@ def read_process(pid: int, boot_s: float) -> ProcessRecord:
     )
 
 
-def process_ids() -> list[int]:
-    return sorted(int(name) for name in os.listdir(PROC) if name.isdigit())
+def process_ids(proc: str = PROC) -> list[int]:
+    return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
 
 
-def read_processes(check_cancelled: Callable[[], None]) -> Iterator[ProcessRecord]:
+def _not_cancellable() -> None:
+    return None
+
+
+def read_processes(check_cancelled: Callable[[], None] = _not_cancellable, proc: str = PROC) -> Iterator[ProcessRecord]:
     """Every process that is alive while it is read, in pid order."""
-    boot_s = boot_time_s()
-    for pid in process_ids():
+    boot_s = boot_time_s(proc)
+    for pid in process_ids(proc):
         check_cancelled()
         try:
-            yield read_process(pid, boot_s)
+            yield read_process(pid, boot_s, proc)
         except ProcessGone:
             continue
+
+
+@dataclass(frozen=True)
+class SocketOwners:
+    """Socket inode -> pids holding it, and how many fd tables could not be read."""
+
+    by_inode: dict[int, list[int]]
+    unreadable: int
+
+
+def _socket_inodes(pid: int, proc: str) -> set[int]:
+    """Inodes of the sockets one process holds; PermissionError when its fd table is closed to us."""
+    directory = _open_process(pid, proc)
+    try:
+        fd_dir = os.open("fd", _DIRECTORY_FLAGS, dir_fd=directory)
+    except (FileNotFoundError, ProcessLookupError) as error:
+        raise ProcessGone() from error
+    finally:
+        os.close(directory)
+    inodes: set[int] = set()
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(fd, dir_fd=fd_dir)
+            except OSError:
+                continue  # closed meanwhile
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except (FileNotFoundError, ProcessLookupError) as error:
+        raise ProcessGone() from error
+    finally:
+        os.close(fd_dir)
+    return inodes
+
+
+def socket_owners(proc: str = PROC) -> SocketOwners:
+    """Who holds each socket, from the ``socket:[INODE]`` links of /proc/PID/fd."""
+    by_inode: dict[int, list[int]] = {}
+    unreadable = 0
+    try:
+        pids = process_ids(proc)
+    except OSError:
+        return SocketOwners({}, 0)
+    for pid in pids:
+        try:
+            inodes = _socket_inodes(pid, proc)
+        except ProcessGone:
+            continue
+        except PermissionError:
+            unreadable += 1
+            continue
+        for inode in inodes:
+            by_inode.setdefault(inode, []).append(pid)
+    return SocketOwners(by_inode, unreadable)

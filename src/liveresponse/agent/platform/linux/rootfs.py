@@ -21,19 +21,14 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 from liveresponse.protocol.names import escape_text
 
 _MAX_LINK_HOPS = 40
 _HASH_CHUNK_BYTES = 1024 * 1024
 # Where a bare command name is looked up, in the order a root shell would.
 COMMAND_SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-
-def iso_utc(timestamp: float) -> str:
-    """ISO 8601 in UTC with 'Z', to the second."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def show(path: str) -> str:
@@ -90,6 +85,18 @@ class FsRoot:
             pending = [p for p in target.split("/") if p] + pending
         return "/" + "/".join(done)
 
+    def distinct(self, dirs: tuple[str, ...]) -> tuple[str, ...]:
+        """Drop directories that are the same place as an earlier one (merged /usr: /lib -> /usr/lib),
+        so a file reached through both is read, and reported, once."""
+        seen: set[str] = set()
+        kept: list[str] = []
+        for directory in dirs:
+            resolved = self.resolve(directory)
+            if resolved not in seen:
+                seen.add(resolved)
+                kept.append(directory)
+        return tuple(kept)
+
     def host(self, path: str) -> str:
         """The host path of an inside path (links resolved inside the root)."""
         if self.live:
@@ -133,7 +140,7 @@ class FsRoot:
 
     def modified(self, path: str) -> str | None:
         try:
-            return iso_utc(self.lstat(path).st_mtime)
+            return iso_utc_from_ns(self.lstat(path).st_mtime_ns)
         except OSError:
             return None
 

@@ -20,17 +20,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from liveresponse.agent.platform.linux.atjobs import collect_at_jobs
+from liveresponse.agent.platform.linux.calendar_spec import zone_named
 from liveresponse.agent.platform.linux.cron import CronEntry, collect_cron
 from liveresponse.agent.platform.linux.cron_schedule import next_cron_run, next_run_reason
 from liveresponse.agent.platform.linux.passwd import ALL_USERS, read_users, users_with_homes
 from liveresponse.agent.platform.linux.rootfs import FsRoot, Reader, show
 from liveresponse.agent.platform.linux.timers import TimerInfo, collect_timers
+from liveresponse.agent.platform.linux.timestamps import iso_utc
 
 Row = dict[str, Any]
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 def root_time_zone(fs: FsRoot) -> tzinfo:
@@ -48,12 +46,7 @@ def root_time_zone(fs: FsRoot) -> tzinfo:
 
 
 def _zone_named(name: str | None, default: tzinfo) -> tzinfo:
-    if not name:
-        return default
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return default
+    return (zone_named(name) if name else None) or default
 
 
 def cron_task_name(entry: CronEntry) -> str:
@@ -72,7 +65,7 @@ def _cron_row(entry: CronEntry, now: datetime, zone: tzinfo) -> Row:
         "command": entry.command,
         "user": entry.user,
         "source": show(entry.source),
-        "next_run": iso(next_run),
+        "next_run": iso_utc(next_run) if next_run else None,
         "kind": "cron" if entry.kind == "crontab" else "cron-periodic",
         "line": entry.line,
         "next_run_reason": reason,
@@ -95,7 +88,7 @@ def _timer_row(timer: TimerInfo, now: datetime, zone: tzinfo) -> Row:
         "command": "; ".join(timer.commands) if timer.commands else None,
         "user": timer.run_as,
         "source": show(timer.path),
-        "next_run": iso(next_run),
+        "next_run": iso_utc(next_run) if next_run else None,
         "kind": "systemd-timer",
         "line": None,
         "service": timer.service,
@@ -116,11 +109,11 @@ def list_scheduled_tasks(fs: FsRoot, name_filter: str | None = None, now: dateti
         rows.append(
             {
                 "name": f"at:{job.job}",
-                "schedule": iso(job.run_at),
+                "schedule": iso_utc(job.run_at),
                 "command": job.command,
                 "user": job.user,
                 "source": show(job.source),
-                "next_run": iso(job.run_at),
+                "next_run": iso_utc(job.run_at),
                 "kind": "at",
                 "line": None,
                 "queue": job.queue,

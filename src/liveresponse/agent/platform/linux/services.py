@@ -17,13 +17,14 @@ own; they appear in the ``aliases`` of the unit they name.
 from __future__ import annotations
 
 import fnmatch
+import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 from liveresponse.agent.platform.linux import systemctl
 from liveresponse.agent.platform.linux.passwd import User, read_users, users_with_homes
-from liveresponse.agent.platform.linux.proctable import ProcessInfo, snapshot
+from liveresponse.agent.platform.linux.process_table import ProcessRecord, read_processes
 from liveresponse.agent.platform.linux.rootfs import FsRoot, Reader, show
 from liveresponse.agent.platform.linux.service_match import find_main_pid
 from liveresponse.agent.platform.linux.sysv import collect_init_scripts
@@ -66,7 +67,7 @@ def systemd_is_running(fs: FsRoot) -> bool:
 def list_services(fs: FsRoot, name_filter: str | None = None) -> Iterator[Row]:
     reader = Reader(fs)
     users = read_users(fs, reader)
-    processes = snapshot() if fs.live else []
+    processes = list(read_processes()) if fs.live else []
     scopes = user_scopes(reader, users_with_homes(users))
     rows: list[Row] | None = None
     if systemd_is_running(fs):
@@ -91,7 +92,8 @@ def list_services(fs: FsRoot, name_filter: str | None = None) -> Iterator[Row]:
 def _not_checked(path: str, reason: str) -> Row:
     return {
         "name": None, "description": None, "state": "unknown", "enabled": None, "main_pid": None,
-        "exec": None, "unit_file": show(path), "kind": None, "checked": False, "reason": reason,
+        "exec": None, "unit_file": show(path), "kind": None, "scope": None, "user": None, "aliases": [],
+        "dropins": [], "state_reason": reason, "checked": False, "reason": reason,
     }  # fmt: skip
 
 
@@ -102,7 +104,7 @@ def _uid_of(users: list[User], name: str | None) -> int | None:
 
 
 def _unit_file_rows(
-    reader: Reader, scopes: list[UnitScope], users: list[User], processes: list[ProcessInfo]
+    reader: Reader, scopes: list[UnitScope], users: list[User], processes: list[ProcessRecord]
 ) -> Iterator[Row]:
     for scope in scopes:
         index = index_units(reader, scope.lookup_dirs, (".service",))
@@ -147,7 +149,7 @@ def _unit_row(
     linked: bool,
     aliases: list[str],
     users: list[User],
-    processes: list[ProcessInfo],
+    processes: list[ProcessRecord],
 ) -> Row:
     commands = exec_starts(unit)
     run_as = unit.value("Service", "User") or scope.user
@@ -180,7 +182,7 @@ def _unit_row(
     }
 
 
-def _sysv_rows(reader: Reader, processes: list[ProcessInfo]) -> Iterator[Row]:
+def _sysv_rows(reader: Reader, processes: list[ProcessRecord]) -> Iterator[Row]:
     fs = reader.fs
     for script in collect_init_scripts(reader):
         state, main_pid, reason = "unknown", None, OFFLINE_REASON
@@ -191,7 +193,8 @@ def _sysv_rows(reader: Reader, processes: list[ProcessInfo]) -> Iterator[Row]:
                 main_pid = find_main_pid(script.daemon, argv, processes, pid_file)
                 if main_pid is None and script.daemon:
                     # Daemons take arguments we cannot see: compare the program alone.
-                    main_pid = next((p.pid for p in processes if p.exe == script.daemon), None)
+                    daemon = os.fsencode(script.daemon)
+                    main_pid = next((p.pid for p in processes if p.exe == daemon), None)
                 state = "running" if main_pid else "stopped"
                 reason = None if main_pid else "no process runs DAEMON= / PIDFILE="
             else:

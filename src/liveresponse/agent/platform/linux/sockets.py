@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from liveresponse.agent.platform.linux.proctable import read_process, socket_owners
+from liveresponse.agent.platform.linux.process_table import ProcessGone, boot_time_s, read_process, socket_owners
+from liveresponse.protocol.names import escape_bytes
 
 TCP_STATES = {
     1: "ESTABLISHED",
@@ -107,10 +108,19 @@ def _unspecified(address: str, port: int) -> bool:
     return port == 0 and ipaddress.ip_address(address).is_unspecified
 
 
+def _process_name(pid: int, boot_s: float, proc: str) -> str | None:
+    """The name ``processes`` shows for the same pid; None when it exited meanwhile."""
+    try:
+        return escape_bytes(read_process(pid, boot_s, proc).full_name)
+    except ProcessGone:
+        return None
+
+
 def connection_rows(proc: str = "/proc") -> Iterator[dict[str, Any]]:
     sockets, missing = list_sockets(proc)
     owners = socket_owners(proc)
     names: dict[int, str | None] = {}
+    boot_s: float | None = None  # read once, and only when some socket has an owner
     for sock in sockets:
         pids = sorted(owners.by_inode.get(sock.inode, [])) if sock.inode else []
         reason = None
@@ -122,8 +132,8 @@ def connection_rows(proc: str = "/proc") -> Iterator[dict[str, Any]]:
                 reason += f" ({owners.unreadable} fd tables could not be read)"
         pid = pids[0] if pids else None
         if pid is not None and pid not in names:
-            info = read_process(pid, proc)
-            names[pid] = info.display_name if info else None
+            boot_s = boot_time_s(proc) if boot_s is None else boot_s
+            names[pid] = _process_name(pid, boot_s, proc)
         remote_unset = _unspecified(sock.remote_address, sock.remote_port)
         yield {
             "proto": sock.proto,

@@ -50,12 +50,7 @@ def _rc_dirs(level: str) -> tuple[str, str]:
 
 def collect_init_scripts(reader: Reader) -> list[InitScript]:
     scripts: dict[str, InitScript] = {}
-    seen_dirs: set[str] = set()
-    for directory in INIT_DIRS:
-        resolved = reader.fs.resolve(directory)
-        if resolved in seen_dirs:
-            continue
-        seen_dirs.add(resolved)
+    for directory in reader.fs.distinct(INIT_DIRS):
         for path in reader.files_in(directory):
             name = path.rsplit("/", 1)[1]
             if name in _NOT_SCRIPTS or name in scripts or name.endswith((".dpkg-old", ".dpkg-dist", "~")):

@@ -2,6 +2,9 @@
 
 Microseconds are always written so that rows sort as text and a timeline keeps
 sub-second order (file times are nanosecond-precise on most Linux file systems).
+A time whose source has whole seconds only (a cron next run, an at job) is
+written the same way, ``.000000Z``: one format across every command, so an
+analyst can merge and sort the rows of several commands.
 """
 
 from __future__ import annotations
@@ -9,6 +12,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """An aware datetime as ISO 8601 UTC; the one formatter every other form goes through."""
+    # isoformat, unlike strftime, pads years before 1000 to four digits.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def iso_utc_from_ns(ns: int) -> str | None:
@@ -21,8 +30,7 @@ def iso_utc_from_ns(ns: int) -> str | None:
         moment = _EPOCH + timedelta(microseconds=ns // 1000)
     except OverflowError:
         return None
-    # isoformat, unlike strftime, pads years before 1000 to four digits.
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return iso_utc(moment)
 
 
 def iso_utc_from_seconds(seconds: float) -> str | None:

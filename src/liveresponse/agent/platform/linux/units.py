@@ -47,29 +47,17 @@ class UnitScope:
 
 
 def system_scope(reader: Reader) -> UnitScope:
-    dirs = _distinct(reader, SYSTEM_UNIT_DIRS)
+    dirs = reader.fs.distinct(SYSTEM_UNIT_DIRS)
     return UnitScope("system", "root", dirs, dirs)
 
 
 def user_scopes(reader: Reader, users: list[User]) -> list[UnitScope]:
-    global_dirs = _distinct(reader, GLOBAL_USER_UNIT_DIRS)
+    global_dirs = reader.fs.distinct(GLOBAL_USER_UNIT_DIRS)
     scopes = [UnitScope("user", ALL_USERS, global_dirs, global_dirs)]
     for user in users:
         own = tuple(home_path(user, relative) for relative in HOME_USER_UNIT_DIRS)
         scopes.append(UnitScope("user", user.name, own, own + global_dirs))
     return scopes
-
-
-def _distinct(reader: Reader, dirs: tuple[str, ...]) -> tuple[str, ...]:
-    """Drop directories that are the same place (merged /usr: /lib -> /usr/lib)."""
-    seen: set[str] = set()
-    kept: list[str] = []
-    for directory in dirs:
-        resolved = reader.fs.resolve(directory)
-        if resolved not in seen:
-            seen.add(resolved)
-            kept.append(directory)
-    return tuple(kept)
 
 
 @dataclass
