@@ -26,7 +26,8 @@ from liveresponse.agent.state import AgentState, Identity
 from liveresponse.protocol import messages as m
 from liveresponse.protocol.signing import Envelope, b64, sign, unb64
 from liveresponse.server.pki import Pki
-from liveresponse.testing.cluster import free_port, lr_command
+from liveresponse.protocol.enrollment import make_enroll_token
+from liveresponse.testing.cluster import Cluster, free_port, lr_command
 
 DEVICE = "dev_under_test"
 
@@ -201,16 +202,12 @@ def test_state_directory_is_private(tmp_path: Path) -> None:
     assert json.loads(state.identity_path.read_text())["device_id"] == DEVICE
 
 
-def test_enrollment_refuses_a_server_whose_ca_is_not_the_tokens(cluster: object, tmp_path: Path) -> None:
-    from liveresponse.protocol.enrollment import make_enroll_token
-    from liveresponse.testing.cluster import Cluster
-
-    assert isinstance(cluster, Cluster)
+def test_enrollment_refuses_a_server_whose_ca_is_not_the_tokens(cluster: Cluster, tmp_path: Path) -> None:
     token, _secret = make_enroll_token(cluster.url, "0" * 64)
     result = subprocess.run(
         lr_command("agent", "enroll", "--server", cluster.url, "--token", token, "--state", str(tmp_path / "a")),
         capture_output=True, text=True, timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # could not authenticate the server
     assert "is not the one in the enrollment token" in result.stderr
     assert not (tmp_path / "a" / "identity.json").exists()
