@@ -148,7 +148,11 @@ async def _client_call(args: argparse.Namespace) -> int:
     client = Client(load_client_config())
     try:
         if args.command == "devices":
-            _print_rows(await client.devices(), ["id", "name", "os", "type", "group", "status", "last_seen", "agent_version"], args.output)
+            _print_rows(
+                await client.devices(),
+                ["id", "name", "os", "type", "group", "status", "last_seen", "agent_version"],
+                args.output,
+            )
         elif args.command == "sessions":
             if args.action == "end":
                 if not args.id:
@@ -172,7 +176,9 @@ def _login(args: argparse.Namespace) -> int:
 
     ca = args.ca or os.environ.get("LR_CA")
     if not ca:
-        raise LiveResponseError("pass --ca FILE or set LR_CA: the server's CA certificate (DIR/tls/ca.pem on the server)")
+        raise LiveResponseError(
+            "pass --ca FILE or set LR_CA: the server's CA certificate (DIR/tls/ca.pem on the server)"
+        )
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
     answer = asyncio.run(login(args.server.rstrip("/"), ca, args.user, password, args.tenant))
     path = save_credentials(os.environ, args.server.rstrip("/"), answer["token"], Path(ca).read_bytes())
@@ -189,7 +195,9 @@ def dispatch(args: argparse.Namespace) -> int:
             raise LiveResponseError(f"--bus {args.bus}: only the in-process bus (inproc) is in this version")
         data = _data_dir(args.data)
         host, port = args.listen
-        config = ServerConfig(data, args.db or default_db_url(data), host, port, args.public_url, args.node_id, args.bus)
+        config = ServerConfig(
+            data, args.db or default_db_url(data), host, port, args.public_url, args.node_id, args.bus
+        )
         return run(config)
     if args.command == "admin":
         from liveresponse.server.admin import run_admin

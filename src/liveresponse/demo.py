@@ -93,7 +93,10 @@ def _wait_for(check: object, what: str, timeout_s: float, log: Path) -> None:
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "liveresponse.cli", *args], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-m", "liveresponse.cli", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 

@@ -24,9 +24,9 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from liveresponse.agent.state import AgentState, Identity
 from liveresponse.protocol import messages as m
+from liveresponse.protocol.enrollment import make_enroll_token
 from liveresponse.protocol.signing import Envelope, b64, sign, unb64
 from liveresponse.server.pki import Pki
-from liveresponse.protocol.enrollment import make_enroll_token
 from liveresponse.testing.cluster import Cluster, free_port, lr_command
 
 DEVICE = "dev_under_test"
@@ -54,8 +54,16 @@ class Peer:
 def envelope(command: str, args: dict[str, object], device: str = DEVICE, age_s: float = 0.0) -> Envelope:
     now = time.time() - age_s
     return Envelope(
-        kind="run", envelope_id=uuid.uuid4().hex, command_id=f"cmd_{uuid.uuid4().hex[:16]}", device_id=device,
-        session_id="ses_test", issued_at=now, expires_at=now + 60, command=command, args=args, cwd="/",
+        kind="run",
+        envelope_id=uuid.uuid4().hex,
+        command_id=f"cmd_{uuid.uuid4().hex[:16]}",
+        device_id=device,
+        session_id="ses_test",
+        issued_at=now,
+        expires_at=now + 60,
+        command=command,
+        args=args,
+        cwd="/",
     )
 
 
@@ -67,7 +75,9 @@ async def answer(ws: ServerConnection, command_id: str) -> m.Done:
 
 
 @pytest.fixture()
-async def agent_and_peer(tmp_path: Path) -> AsyncIterator[tuple[Peer, Ed25519PrivateKey, subprocess.Popen[bytes], Path]]:
+async def agent_and_peer(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Peer, Ed25519PrivateKey, subprocess.Popen[bytes], Path]]:
     pki = Pki(tmp_path / "server")
     pki.ensure(["127.0.0.1"])
     port = free_port()
@@ -140,7 +150,9 @@ async def test_agent_runs_only_valid_envelopes(
     agent.terminate()
     agent.wait(10)
     with open(tmp_path / "agent.log", "ab") as log:
-        restarted = subprocess.Popen(lr_command("agent", "run", "--state", str(tmp_path / "agent")), stdout=log, stderr=log)
+        restarted = subprocess.Popen(
+            lr_command("agent", "run", "--state", str(tmp_path / "agent")), stdout=log, stderr=log
+        )
     try:
         ws2 = await asyncio.wait_for(peer.connected.get(), 30)
         await ws2.send(m.encode(signed_valid))
@@ -180,7 +192,9 @@ async def test_agent_refuses_a_server_with_another_ca(tmp_path: Path) -> None:
             agent = subprocess.Popen(lr_command("agent", "run", "--state", str(state.dir)), stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and "CERTIFICATE_VERIFY_FAILED" not in (tmp_path / "agent.log").read_text():
+            while (
+                time.monotonic() < deadline and "CERTIFICATE_VERIFY_FAILED" not in (tmp_path / "agent.log").read_text()
+            ):
                 await asyncio.sleep(0.1)
         finally:
             agent.terminate()
@@ -193,8 +207,12 @@ def test_state_directory_is_private(tmp_path: Path) -> None:
     pki = Pki(tmp_path / "server")
     pki.ensure([])
     state = AgentState(tmp_path / "agent")
-    state.save_enrollment(Identity(DEVICE, "https://127.0.0.1:1", pki.fingerprint()), Ed25519PrivateKey.generate(),
-                          pki.ca_pem.read_bytes(), pki.command_public_key_pem())
+    state.save_enrollment(
+        Identity(DEVICE, "https://127.0.0.1:1", pki.fingerprint()),
+        Ed25519PrivateKey.generate(),
+        pki.ca_pem.read_bytes(),
+        pki.command_public_key_pem(),
+    )
     assert (state.dir.stat().st_mode & 0o777) == 0o700
     assert (state.device_key_path.stat().st_mode & 0o777) == 0o600
     key = serialization.load_pem_private_key(state.device_key_path.read_bytes(), password=None)
@@ -206,7 +224,9 @@ def test_enrollment_refuses_a_server_whose_ca_is_not_the_tokens(cluster: Cluster
     token, _secret = make_enroll_token(cluster.url, "0" * 64)
     result = subprocess.run(
         lr_command("agent", "enroll", "--server", cluster.url, "--token", token, "--state", str(tmp_path / "a")),
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2  # could not authenticate the server
     assert "is not the one in the enrollment token" in result.stderr

@@ -158,7 +158,11 @@ def test_commands_from_stdin(cluster: Cluster, planted: Path) -> None:
     stdin = f"dir {quote(str(planted))} -output json\n"
     result = subprocess.run(
         [*__import__("liveresponse.testing.cluster", fromlist=["lr_command"]).lr_command("console", cluster.device_id)],
-        input=stdin, capture_output=True, text=True, env=cluster.env(), timeout=60,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=cluster.env(),
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert {r["name"] for r in json.loads(result.stdout)} == set(SHOWN.values())

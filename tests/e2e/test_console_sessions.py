@@ -75,7 +75,9 @@ def test_offline_device_names_its_last_seen_time(cluster: Cluster, tmp_path: obj
     state = str(cluster.base / "second-agent")
     enrolled = subprocess.run(
         lr_command("agent", "enroll", "--server", cluster.url, "--token", token, "--state", state),
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert enrolled.returncode == 0, enrolled.stderr
     device = enrolled.stdout.split("device ")[1].split()[0]
@@ -101,7 +103,10 @@ def test_one_session_per_device_names_the_holder(cluster: Cluster) -> None:
             api.delete(f"/api/v1/sessions/{opened['id']}")
     sessions = json.loads(
         subprocess.run(
-            lr_command("sessions", "--all", "--output", "json"), env=cluster.env(), capture_output=True, text=True,
+            lr_command("sessions", "--all", "--output", "json"),
+            env=cluster.env(),
+            capture_output=True,
+            text=True,
             timeout=60,
         ).stdout
     )

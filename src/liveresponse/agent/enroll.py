@@ -13,14 +13,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from liveresponse import __version__
 from liveresponse.agent.state import AgentState, Identity
 from liveresponse.agent.tls import fetch_and_check_ca, pinned_context
-from liveresponse.protocol.errors import AuthError
 from liveresponse.protocol.enrollment import read_enroll_token
+from liveresponse.protocol.errors import AuthError
 
 
 def guess_device_type() -> str:
     """'server' when no graphical session is configured, as responders classify Linux hosts."""
     has_display_manager = any(
-        Path(p).exists() for p in ("/etc/X11/default-display-manager", "/usr/share/xsessions", "/usr/share/wayland-sessions")
+        Path(p).exists()
+        for p in ("/etc/X11/default-display-manager", "/usr/share/xsessions", "/usr/share/wayland-sessions")
     )
     return "workstation" if has_display_manager else "server"
 
@@ -34,9 +35,11 @@ def enroll(server_url: str, token: str, state_dir: Path, device_type: str | None
     ca_tmp = state.dir / ".ca-enroll.pem"
     ca_tmp.write_bytes(ca_pem)
     key = Ed25519PrivateKey.generate()
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     body = {
         "secret": fields["secret"],
         "public_key": public_pem,

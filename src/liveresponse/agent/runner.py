@@ -90,7 +90,9 @@ class Runner:
             active = self.active.get(envelope.command_id)
             if active is not None and active.timed_out and done.status == "cancelled":
                 message = f"{envelope.command} timed out after {envelope.timeout_s:g} s on the device"
-                done = m.Done(command_id=envelope.command_id, status="timed_out", error={"code": "timed_out", "message": message})
+                done = m.Done(
+                    command_id=envelope.command_id, status="timed_out", error={"code": "timed_out", "message": message}
+                )
             try:
                 await send(done)
             except Exception as exc:  # the connection went away; the server ends the command itself
@@ -105,7 +107,9 @@ class Runner:
             active.timed_out = True
             active.cancel.set()
 
-    def _execute(self, envelope: Envelope, cancel: threading.Event, send: Send, loop: asyncio.AbstractEventLoop) -> m.Done:
+    def _execute(
+        self, envelope: Envelope, cancel: threading.Event, send: Send, loop: asyncio.AbstractEventLoop
+    ) -> m.Done:
         """In a worker thread: run the handler, stream rows, return the final message."""
         command_id = envelope.command_id
         spec = lookup(envelope.command)
@@ -127,9 +131,13 @@ class Runner:
             if spec.result is ResultShape.ROWS:
                 _stream_rows(result if isinstance(result, Iterable) and not isinstance(result, dict) else [], ctx, push)
                 return m.Done(command_id=command_id, status="completed")
-            return m.Done(command_id=command_id, status="completed", result=result if isinstance(result, dict) else None)
+            return m.Done(
+                command_id=command_id, status="completed", result=result if isinstance(result, dict) else None
+            )
         except Cancelled:
-            return m.Done(command_id=command_id, status="cancelled", error={"code": "cancelled", "message": "cancelled"})
+            return m.Done(
+                command_id=command_id, status="cancelled", error={"code": "cancelled", "message": "cancelled"}
+            )
         except LiveResponseError as exc:
             return m.Done(command_id=command_id, status="failed", error=exc.to_wire())
         except OSError as exc:
@@ -142,7 +150,9 @@ class Runner:
             return m.Done(command_id=command_id, status="failed", error={"code": "internal", "message": message})
 
 
-def _stream_rows(rows: Iterable[dict[str, Any]], ctx: CommandContext, push: Callable[[list[dict[str, Any]]], None]) -> None:
+def _stream_rows(
+    rows: Iterable[dict[str, Any]], ctx: CommandContext, push: Callable[[list[dict[str, Any]]], None]
+) -> None:
     batch: list[dict[str, Any]] = []
     batch_bytes = 0
     last_flush = time.monotonic()

@@ -1,10 +1,10 @@
 """The agent's state directory (mode 0700): identity, keys, pinned CA, replay memory.
 
-    identity.json      device id, server URL, CA fingerprint, enrolled at
-    device.key         Ed25519 private key made on this device at enrollment (0600)
-    ca.pem             the server CA, checked against the token's fingerprint
-    command_key.pem    the server's command-signing public key
-    replay.json        envelope ids seen and not yet expired (survives restarts)
+identity.json      device id, server URL, CA fingerprint, enrolled at
+device.key         Ed25519 private key made on this device at enrollment (0600)
+ca.pem             the server CA, checked against the token's fingerprint
+command_key.pem    the server's command-signing public key
+replay.json        envelope ids seen and not yet expired (survives restarts)
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class AgentState:
         self.command_key_path = directory / "command_key.pem"
         self.replay_path = directory / "replay.json"
 
-    def save_enrollment(self, identity: Identity, device_key: Ed25519PrivateKey, ca_pem: bytes, command_key_pem: str) -> None:
+    def save_enrollment(
+        self, identity: Identity, device_key: Ed25519PrivateKey, ca_pem: bytes, command_key_pem: str
+    ) -> None:
         ensure_private_dir(self.dir)
         key_pem = device_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -7,6 +7,7 @@ connection starts with the challenge handshake (protocol/messages.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import platform
@@ -77,7 +78,9 @@ class Agent:
         url = self.identity.server_url.replace("https://", "wss://", 1) + "/agent/v1/connect"
         while True:
             try:
-                async with connect(url, ssl=self.ssl, max_size=m.MAX_FRAME_BYTES, open_timeout=10, ping_interval=20) as ws:
+                async with connect(
+                    url, ssl=self.ssl, max_size=m.MAX_FRAME_BYTES, open_timeout=10, ping_interval=20
+                ) as ws:
                     await self._serve(ws)
             except Refused as exc:
                 log.error("server refused this agent: %s", exc)
@@ -153,8 +156,6 @@ def run(state_dir: Path, root: str = "/") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     agent = Agent(state_dir, root=root)
     print(f"liveresponse agent {agent.identity.device_id} -> {agent.identity.server_url}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run_forever())
-    except KeyboardInterrupt:
-        pass
     return 0

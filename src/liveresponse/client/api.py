@@ -114,7 +114,9 @@ class Client:
 async def login(server: str, ca_path: str, user: str, password: str, tenant: str | None = None) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=server, verify=tls_context(ca_path), timeout=30) as http:
         try:
-            response = await http.post("/api/v1/auth/login", json={"user": user, "password": password, "tenant": tenant})
+            response = await http.post(
+                "/api/v1/auth/login", json={"user": user, "password": password, "tenant": tenant}
+            )
         except httpx.HTTPError as exc:
             raise ConnectError(f"cannot connect to {server}: {exc}") from None
         _raise_for(response)

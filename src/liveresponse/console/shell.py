@@ -124,9 +124,11 @@ class Shell:
         elif kind == "error":
             ref = event.get("ref")
             error = event.get("error") or {}
-            exc = ApiError(str(error.get("code")), str(error.get("message")), **{
-                k: v for k, v in error.items() if k not in ("code", "message")
-            })
+            exc = ApiError(
+                str(error.get("code")),
+                str(error.get("message")),
+                **{k: v for k, v in error.items() if k not in ("code", "message")},
+            )
             future = self._waiting.pop(int(ref), None) if ref is not None else None
             self._pending_lines.pop(int(ref), None) if ref is not None else None
             if future is not None and not future.done():
@@ -292,7 +294,11 @@ class Shell:
             self.emit(spec, parsed, {"session_id": self.session["id"], "device": self.session["device"]})
             return True
         if name == "jobs":
-            rows = [{"id": j.command_id, "command_line": j.line, "status": j.status} for j in self.jobs.values() if j.background]
+            rows = [
+                {"id": j.command_id, "command_line": j.line, "status": j.status}
+                for j in self.jobs.values()
+                if j.background
+            ]
             self.emit(spec, parsed, rows)
             return True
         if name in ("fg", "status"):

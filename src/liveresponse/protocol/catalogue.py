@@ -140,7 +140,16 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "process",
             "owner_unknown_reason",
         ),
-        table_fields=("proto", "local_address", "local_port", "remote_address", "remote_port", "state", "pid", "process"),
+        table_fields=(
+            "proto",
+            "local_address",
+            "local_port",
+            "remote_address",
+            "remote_port",
+            "state",
+            "pid",
+            "process",
+        ),
         example="connections -output json",
     ),
     CommandSpec(

@@ -116,9 +116,7 @@ def _split_operators(words: list[Word], line: str) -> tuple[list[Word], Redirect
             if not file_word.quoted and file_word.text.startswith(">"):
                 raise CommandLineError("a redirect needs a file name, not another redirect", file_word.position)
             if rest:
-                raise CommandLineError(
-                    "nothing may follow the redirect's file name except '&'", rest[0].position
-                )
+                raise CommandLineError("nothing may follow the redirect's file name except '&'", rest[0].position)
             redirect = Redirect(mode, file_word.text)
             break
         if not w.quoted and w.text == "&":

@@ -17,13 +17,7 @@ _ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
 
 def _is_escape_at(text: str, i: int) -> bool:
-    return (
-        i + 3 < len(text)
-        and text[i] == "\\"
-        and text[i + 1] == "x"
-        and text[i + 2] in _HEX
-        and text[i + 3] in _HEX
-    )
+    return i + 3 < len(text) and text[i] == "\\" and text[i + 1] == "x" and text[i + 2] in _HEX and text[i + 3] in _HEX
 
 
 def escape_bytes(raw: bytes) -> str:

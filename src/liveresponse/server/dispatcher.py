@@ -280,7 +280,9 @@ class Dispatcher:
             run.timeout_handle.cancel()
         ended = time.time()
         if run.spec.result is ResultShape.ROWS:
-            output_text: str | None = "[" + ",".join(run.rows_json) + "]" if run.rows_count or status == "completed" else None
+            output_text: str | None = (
+                "[" + ",".join(run.rows_json) + "]" if run.rows_count or status == "completed" else None
+            )
         else:
             output_text = None if result is None else json.dumps(result, ensure_ascii=False)
         run.final = {
@@ -293,7 +295,11 @@ class Dispatcher:
             "duration_s": round(ended - run.started_at, 6),
         }
         self.running.pop(run.command_id, None)
-        values: dict[str, Any] = {"status": status, "ended_at": ended, "errors": None if error is None else error["message"]}
+        values: dict[str, Any] = {
+            "status": status,
+            "ended_at": ended,
+            "errors": None if error is None else error["message"],
+        }
         if output_text is not None:
             size = len(output_text.encode())
             values["output_bytes"] = size

@@ -95,7 +95,9 @@ class Gateway:
 
     async def _handshake(self, websocket: WebSocket) -> AgentLink | None:
         challenge = b64(os.urandom(32))
-        hello = m.Hello(protocol_versions=list(SUPPORTED_PROTOCOL_VERSIONS), challenge=challenge, server_time=time.time())
+        hello = m.Hello(
+            protocol_versions=list(SUPPORTED_PROTOCOL_VERSIONS), challenge=challenge, server_time=time.time()
+        )
         await websocket.send_text(m.encode(hello))
         try:
             frame = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT_S)
@@ -116,7 +118,9 @@ class Gateway:
             key.verify(unb64(auth.signature), m.auth_payload(challenge, auth.device_id))
         except (InvalidSignature, ValueError, AssertionError):
             await self.store.audit(
-                AuditEvent(device.tenant_id, f"device:{device.id}", "agent.connect", "denied", {"reason": "bad signature"})
+                AuditEvent(
+                    device.tenant_id, f"device:{device.id}", "agent.connect", "denied", {"reason": "bad signature"}
+                )
             )
             await self._refuse(websocket, "unauthenticated", "device key proof failed")
             return None

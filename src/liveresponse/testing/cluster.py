@@ -150,8 +150,14 @@ class Cluster:
         )
 
     def console(
-        self, *lines: str, user: str = "alice", device: str | None = None, output: str | None = None,
-        stdin: str | None = None, cwd: Path | None = None, timeout_s: float = 120,
+        self,
+        *lines: str,
+        user: str = "alice",
+        device: str | None = None,
+        output: str | None = None,
+        stdin: str | None = None,
+        cwd: Path | None = None,
+        timeout_s: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         args = ["console", device or self.device_id]
         for line in lines:
@@ -159,8 +165,13 @@ class Cluster:
         if output:
             args += ["--output", output]
         return subprocess.run(
-            lr_command(*args), env=self.env(user), input=stdin if stdin is not None else "", capture_output=True,
-            text=True, timeout=timeout_s, cwd=cwd,
+            lr_command(*args),
+            env=self.env(user),
+            input=stdin if stdin is not None else "",
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=cwd,
         )
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:

@@ -91,7 +91,9 @@ async def console_channel(websocket: WebSocket, session_id: str) -> None:
                         await state.dispatcher.cancel(message["command_id"], session_id=session_id)
                     except LiveResponseError as exc:
                         async with send_lock:
-                            await websocket.send_text(json.dumps({"type": "error", "ref": None, "error": exc.to_wire()}))
+                            await websocket.send_text(
+                                json.dumps({"type": "error", "ref": None, "error": exc.to_wire()})
+                            )
                 else:
                     error = {"code": "bad_frame", "message": "expected {type: run, line} or {type: cancel, command_id}"}
                     async with send_lock:

@@ -65,7 +65,9 @@ async def caller_from_header(state: AppState, authorization: str | None) -> Call
 async def check(state: AppState, caller: Caller, permission: Permission, action: str) -> None:
     if str(permission) not in caller.permissions:
         await state.store.audit(
-            AuditEvent(caller.tenant_id, caller.user.name, "denied", "denied", {"action": action, "needs": str(permission)})
+            AuditEvent(
+                caller.tenant_id, caller.user.name, "denied", "denied", {"action": action, "needs": str(permission)}
+            )
         )
         raise PermissionDenied(
             f"{action} needs the permission {permission}; your role {caller.user.role} lacks it",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -80,10 +81,8 @@ async def run_command(session_id: str, body: CommandBody, request: Request, call
     assert device is not None
     run = await state.dispatcher.submit(session, caller.user, device, caller.permissions, body.command_line)
     if body.wait_s:
-        try:
+        with contextlib.suppress(TimeoutError):  # still running: the answer says so
             await asyncio.wait_for(run.done.wait(), body.wait_s)
-        except TimeoutError:
-            pass
     row = await state.store.command(run.command_id)
     assert row is not None
     return command_row(row)

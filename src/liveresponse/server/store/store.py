@@ -144,7 +144,11 @@ class Store:
         if lock.head is not None:
             head_seq, _, head_hash = lock.head.partition(":")
             if int(head_seq) >= expected_seq:
-                span = f"record {head_seq} is" if int(head_seq) == expected_seq else f"records {expected_seq} to {head_seq} are"
+                span = (
+                    f"record {head_seq} is"
+                    if int(head_seq) == expected_seq
+                    else f"records {expected_seq} to {head_seq} are"
+                )
                 problems.append(f"{span} missing at the end (the chain's newest was {head_seq})")
             elif int(head_seq) == expected_seq - 1 and head_hash != prev:
                 problems.append(f"record {head_seq} is not the record the chain ended with (replaced)")
@@ -181,7 +185,9 @@ class Store:
                 created_at=time.time(),
             )
             db.add(user)
-            await self._append_audit(db, AuditEvent(tenant_id, actor, "user.add", "success", {"user": name, "role": role}))
+            await self._append_audit(
+                db, AuditEvent(tenant_id, actor, "user.add", "success", {"user": name, "role": role})
+            )
             return user
 
     async def user_by_name(self, tenant_id: str, name: str) -> User | None:
@@ -473,9 +479,7 @@ class Store:
         async with self.tx() as db:
             return await db.get(Command, command_id)
 
-    async def commands(
-        self, tenant_id: str, session_id: str | None = None, limit: int = 1000
-    ) -> list[Command]:
+    async def commands(self, tenant_id: str, session_id: str | None = None, limit: int = 1000) -> list[Command]:
         async with self.tx() as db:
             q = select(Command).where(Command.tenant_id == tenant_id)
             if session_id is not None:
