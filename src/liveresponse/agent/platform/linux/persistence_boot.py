@@ -6,6 +6,7 @@ See ``persistence.py`` for the row shape and the "absent" / "not checked" rules.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from liveresponse.agent.platform.linux.atjobs import AT_SPOOLS, collect_at_jobs
 from liveresponse.agent.platform.linux.cron import CRON_D, PERIODIC_DIRS, SPOOL_DIRS, SYSTEM_CRONTAB, collect_cron
@@ -83,7 +84,7 @@ def _systemd_scope(scan: Scan, scope: UnitScope) -> None:
             service = load_unit(reader, service_name, index, scope.lookup_dirs)
         commands = exec_starts(service) if service else []
         executable = split_exec(commands[0])[0] if commands else None
-        details: dict[str, object] = {"wanted_by": link.wanted_by, "scope": scope.kind}
+        details: dict[str, Any] = {"wanted_by": link.wanted_by, "scope": scope.kind}
         details["unit_file"] = show(unit.fragment) if unit and unit.fragment else None
         if unit is not None and unit.masked:
             details["unit_file"] = "/dev/null"

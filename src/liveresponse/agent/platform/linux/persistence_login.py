@@ -38,11 +38,11 @@ def _shell_startup(scan: Scan, users: list[User], homes: list[User]) -> None:
     candidates = [(path, ALL_USERS) for path in SYSTEM_SHELL_FILES]
     for directory in SYSTEM_SHELL_DIRS:
         candidates.extend((path, ALL_USERS) for path in scan.reader.files_in(directory))
-    for user in homes:
-        candidates.extend((home_path(user, name), user.name) for name in USER_SHELL_FILES)
-    for path, user in candidates:
+    for home in homes:
+        candidates.extend((home_path(home, name), home.name) for name in USER_SHELL_FILES)
+    for path, user_name in candidates:
         if scan.reader.read(path) is not None:
-            scan.add(path, user=user, entry=show(path.rsplit("/", 1)[1]), target=path)
+            scan.add(path, user=user_name, entry=show(path.rsplit("/", 1)[1]), target=path)
 
 
 def _ld_so_preload(scan: Scan, users: list[User], homes: list[User]) -> None:

@@ -153,7 +153,8 @@ def _unit_row(
 ) -> Row:
     commands = exec_starts(unit)
     run_as = unit.value("Service", "User") or scope.user
-    state, main_pid, reason = "unknown", None, OFFLINE_REASON
+    state, main_pid = "unknown", None
+    reason: str | None = OFFLINE_REASON
     if unit.masked:
         state, reason = "stopped", "masked"
     elif unit.name.endswith("@.service"):
@@ -185,7 +186,8 @@ def _unit_row(
 def _sysv_rows(reader: Reader, processes: list[ProcessRecord]) -> Iterator[Row]:
     fs = reader.fs
     for script in collect_init_scripts(reader):
-        state, main_pid, reason = "unknown", None, OFFLINE_REASON
+        state, main_pid = "unknown", None
+        reason: str | None = OFFLINE_REASON
         if fs.live:
             if script.daemon or script.pid_file:
                 argv = [script.daemon] if script.daemon else []
