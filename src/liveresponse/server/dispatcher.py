@@ -65,6 +65,8 @@ class Running:
     final: dict[str, Any] | None = None
     timeout_handle: asyncio.TimerHandle | None = None
     cancel_requested: bool = False
+    logged: asyncio.Future[None] | None = None  # the 'running' row's write
+    persisted: asyncio.Event = field(default_factory=asyncio.Event)  # the final row's write
 
     def publish(self, event: dict[str, Any]) -> None:
         for queue in self.subscribers:
@@ -86,6 +88,9 @@ class Dispatcher:
         self.blobs = blobs
         self.signing_key = signing_key
         self.running: dict[str, Running] = {}
+        self._settling: dict[str, Running] = {}
+        # The working directory of each session this node serves; the store has it too (for restarts).
+        self.cwd: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         gateway.on_message = self.on_agent_message
         gateway.on_disconnect = self.on_agent_disconnect
@@ -122,6 +127,7 @@ class Dispatcher:
         device: Device,
         permissions: frozenset[str],
         line: str,
+        settings: dict[str, Any],
         subscriber: asyncio.Queue[dict[str, Any]] | None = None,
     ) -> Running:
         """Validate, log and dispatch one line. Refusals raise with ``command_id`` set in the error fields."""
@@ -149,7 +155,6 @@ class Dispatcher:
             offline = DeviceOffline(f"device {device.name} went offline; last seen {_iso(device.last_seen)}")
             offline.fields["command_id"] = await self._log_refusal(session, user, device, line, offline, "failure")
             raise offline
-        settings = await self.store.settings(session.tenant_id)
         timeout_s = float(settings[spec.timeout.value])
         now = time.time()
         run = Running(
@@ -176,10 +181,6 @@ class Dispatcher:
             started_at=now,
             status="running",
         )
-        detail = {"command_id": run.command_id, "session": session.id, "command_line": line}
-        await self.store.add_command(
-            row, AuditEvent(session.tenant_id, user.name, "command", "success", detail), active=True
-        )
         self.running[run.command_id] = run
         envelope = Envelope(
             kind="run",
@@ -191,10 +192,15 @@ class Dispatcher:
             expires_at=now + ENVELOPE_TTL_S,
             command=spec.name,
             args=dict(parsed.args),
-            cwd=session.cwd,
+            cwd=self.cwd.get(session.id, session.cwd),
             timeout_s=timeout_s,
             limits={"fileinfo_hash_max_bytes": int(settings["fileinfo_hash_max_bytes"])},
         )
+        # The log row is written while the device works (DR-9): _finish waits for it before its own write.
+        detail = {"command_id": run.command_id, "session": session.id, "command_line": line}
+        audit = AuditEvent(session.tenant_id, user.name, "command", "success", detail)
+        run.logged = asyncio.ensure_future(self.store.add_command(row, audit, active=True))
+        self._settling[run.command_id] = run
         try:
             await link.send(sign(envelope, self.signing_key))
         except Exception:  # the socket died between lookup and send
@@ -203,6 +209,12 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         run.timeout_handle = loop.call_later(timeout_s + 5.0, self._spawn, self._time_out(run, timeout_s))
         return run
+
+    async def settled(self, session_id: str | None = None) -> None:
+        """Wait until every finished command (of one session) is in the store: readers of the log call this."""
+        pending = [r.persisted for r in list(self._settling.values()) if session_id in (None, r.session_id)]
+        for event in pending:
+            await event.wait()
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -311,12 +323,17 @@ class Dispatcher:
         run.rows_json = []
         session_values: dict[str, Any] = {"last_activity_at": ended}
         if run.spec.name == "cd" and status == "completed" and result is not None and "cwd" in result:
-            session_values["cwd"] = str(result["cwd"])
-        # The log row (and a new cwd) are written before anyone hears of the end, so the
-        # analyst's next command always sees them.
-        await self.store.finish_command(run.command_id, run.session_id, session_values, **values)
+            session_values["cwd"] = self.cwd[run.session_id] = str(result["cwd"])
+        # The analyst hears of the end at once; the log row follows (DR-9) and readers wait for it.
         run.publish(run.final)
         run.done.set()
+        try:
+            if run.logged is not None:
+                await run.logged
+            await self.store.finish_command(run.command_id, run.session_id, session_values, **values)
+        finally:
+            run.persisted.set()
+            self._settling.pop(run.command_id, None)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -65,6 +65,7 @@ async def end_session(state: AppState, user: User, permissions: frozenset[str], 
         )
     for run in [r for r in state.dispatcher.running.values() if r.session_id == session_id]:
         await state.dispatcher.cancel(run.command_id)
+    await state.dispatcher.settled(session_id)
     ended = await state.store.end_session(session_id, "ended by " + user.name, user.name)
     assert ended is not None
     return ended

@@ -19,6 +19,7 @@ Responder = Annotated[Caller, Depends(requires(Permission.LIVE_RESPONSE_BASIC))]
 @router.get("/api/v1/commands/{command_id}")
 async def get_command(command_id: str, request: Request, caller: Responder) -> dict[str, Any]:
     state = app_state(request)
+    await state.dispatcher.settled()
     cmd = await state.store.command(command_id)
     if cmd is None or cmd.tenant_id != caller.tenant_id:
         raise NotFound(f"no command {command_id}")
@@ -41,4 +42,5 @@ async def cancel_command(command_id: str, request: Request, caller: Responder) -
 @router.get("/api/v1/log")
 async def command_log(request: Request, caller: Responder) -> list[dict[str, Any]]:
     state = app_state(request)
+    await state.dispatcher.settled()
     return [command_row(c) for c in await state.store.commands(caller.tenant_id)]

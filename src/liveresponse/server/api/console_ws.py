@@ -19,7 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from liveresponse.protocol.errors import LiveResponseError
 from liveresponse.server.api.deps import websocket_caller
-from liveresponse.server.api.sessions import own_open_session
+from liveresponse.server.api.sessions import command_context, own_open_session
 from liveresponse.server.dispatcher import Running
 from liveresponse.server.rbac import Permission
 from liveresponse.server.state import AppState
@@ -62,11 +62,9 @@ async def console_channel(websocket: WebSocket, session_id: str) -> None:
                     ref = message.get("ref")
                     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
                     try:
-                        session = await own_open_session(state, caller, session_id)
-                        device = await state.store.device(session.device_id)
-                        assert device is not None
+                        session, device, settings = await command_context(state, caller, session_id)
                         run: Running = await state.dispatcher.submit(
-                            session, caller.user, device, caller.permissions, message["line"], subscriber=queue
+                            session, caller.user, device, caller.permissions, message["line"], settings, queue
                         )
                     except LiveResponseError as exc:
                         async with send_lock:

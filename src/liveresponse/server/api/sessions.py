@@ -15,7 +15,7 @@ from liveresponse.server.api.deps import Caller, app_state, requires
 from liveresponse.server.api.views import command_row, session_row
 from liveresponse.server.rbac import Permission
 from liveresponse.server.state import AppState
-from liveresponse.server.store.models import Session
+from liveresponse.server.store.models import Device, Session
 
 router = APIRouter()
 Responder = Annotated[Caller, Depends(requires(Permission.LIVE_RESPONSE_BASIC))]
@@ -30,8 +30,7 @@ class CommandBody(BaseModel):
     wait_s: float = Field(default=0.0, ge=0, le=60)
 
 
-async def own_open_session(state: AppState, caller: Caller, session_id: str) -> Session:
-    session = await state.store.session(session_id)
+def check_own_open(session: Session | None, caller: Caller, session_id: str) -> Session:
     if session is None or session.tenant_id != caller.tenant_id:
         raise NotFound(f"no session {session_id}")
     if session.user_id != caller.user.id:
@@ -39,6 +38,20 @@ async def own_open_session(state: AppState, caller: Caller, session_id: str) -> 
     if session.ended_at is not None:
         raise NotFound(f"session {session_id} has ended ({session.end_reason})")
     return session
+
+
+async def own_open_session(state: AppState, caller: Caller, session_id: str) -> Session:
+    return check_own_open(await state.store.session(session_id), caller, session_id)
+
+
+async def command_context(
+    state: AppState, caller: Caller, session_id: str
+) -> tuple[Session, Device, dict[str, Any]]:
+    """The caller's open session, its device and the tenant's settings: one store round trip."""
+    found = await state.store.command_context(session_id)
+    session = check_own_open(None if found is None else found[0], caller, session_id)
+    assert found is not None
+    return session, found[1], found[2]
 
 
 @router.post("/api/v1/sessions")
@@ -76,13 +89,13 @@ async def end_session(session_id: str, request: Request, caller: Responder) -> d
 async def run_command(session_id: str, body: CommandBody, request: Request, caller: Responder) -> dict[str, Any]:
     """Send one console line; with ``wait_s`` the answer waits up to that long for the end."""
     state = app_state(request)
-    session = await own_open_session(state, caller, session_id)
-    device = await state.store.device(session.device_id)
-    assert device is not None
-    run = await state.dispatcher.submit(session, caller.user, device, caller.permissions, body.command_line)
+    session, device, settings = await command_context(state, caller, session_id)
+    run = await state.dispatcher.submit(session, caller.user, device, caller.permissions, body.command_line, settings)
     if body.wait_s:
         with contextlib.suppress(TimeoutError):  # still running: the answer says so
-            await asyncio.wait_for(run.done.wait(), body.wait_s)
+            await asyncio.wait_for(run.persisted.wait(), body.wait_s)
+    elif run.logged is not None:
+        await run.logged
     row = await state.store.command(run.command_id)
     assert row is not None
     return command_row(row)
@@ -94,4 +107,5 @@ async def session_commands(session_id: str, request: Request, caller: Responder)
     session = await state.store.session(session_id)
     if session is None or session.tenant_id != caller.tenant_id:
         raise NotFound(f"no session {session_id}")
+    await state.dispatcher.settled(session_id)
     return [command_row(c) for c in await state.store.commands(caller.tenant_id, session_id=session_id)]

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from liveresponse.protocol.errors import Conflict, NotFound, SessionRefused
 from liveresponse.server.ids import new_id
 from liveresponse.server.settings_keys import SETTING_KEYS, encode_value, parse_value
-from liveresponse.server.store.engine import make_engine
+from liveresponse.server.store.engine import is_sqlite, make_engine
 from liveresponse.server.store.migrations import upgrade_to_head
 from liveresponse.server.store.models import (
     ApiToken,
@@ -78,6 +78,8 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_engine = make_engine(url, for_writes=False) if is_sqlite(url) else self.engine
+        self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
         self._is_pg = url.startswith("postgresql")
 
     async def migrate(self) -> None:
@@ -86,19 +88,32 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._read_engine is not self.engine:
+            await self._read_engine.dispose()
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction (serialised with other writers, DR-3)."""
         async with self._sessions() as db, db.begin():
+            yield db
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction: a consistent snapshot that does not wait for writers."""
+        async with self._read_sessions() as db, db.begin():
             yield db
 
     # -- audit (SPEC §9) --------------------------------------------------
 
     async def _append_audit(self, db: AsyncSession, ev: AuditEvent) -> None:
         lock = (await db.execute(select(LockRow).where(LockRow.name == "audit").with_for_update())).scalar_one()
-        last = (await db.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1))).scalar_one_or_none()
-        seq = 1 if last is None else last.seq + 1
-        prev = GENESIS_HASH if last is None else last.hash
+        if lock.head is not None:  # the head kept beside the chain saves reading the newest record
+            head_seq, _, prev = lock.head.partition(":")
+            seq = int(head_seq) + 1
+        else:
+            last = (await db.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1))).scalar_one_or_none()
+            seq = 1 if last is None else last.seq + 1
+            prev = GENESIS_HASH if last is None else last.hash
         rec = AuditRecord(
             seq=seq,
             tenant_id=ev.tenant_id,
@@ -118,7 +133,7 @@ class Store:
             await self._append_audit(db, ev)
 
     async def audit_records(self, tenant_id: str | None = None, limit: int = 1000) -> list[AuditRecord]:
-        async with self.tx() as db:
+        async with self.read() as db:
             q = select(AuditRecord).order_by(AuditRecord.seq)
             if tenant_id is not None:
                 q = q.where(AuditRecord.tenant_id == tenant_id)
@@ -129,7 +144,7 @@ class Store:
         problems: list[str] = []
         prev = GENESIS_HASH
         expected_seq = 1
-        async with self.tx() as db:
+        async with self.read() as db:
             rows = (await db.execute(select(AuditRecord).order_by(AuditRecord.seq))).scalars()
             for rec in rows:
                 if rec.seq != expected_seq:
@@ -165,7 +180,7 @@ class Store:
             return tenant
 
     async def tenant_by_name(self, name: str) -> Tenant:
-        async with self.tx() as db:
+        async with self.read() as db:
             tenant = (await db.execute(select(Tenant).where(Tenant.name == name))).scalar_one_or_none()
         if tenant is None:
             raise NotFound(f"no tenant named {name!r}")
@@ -191,16 +206,16 @@ class Store:
             return user
 
     async def user_by_name(self, tenant_id: str, name: str) -> User | None:
-        async with self.tx() as db:
+        async with self.read() as db:
             q = select(User).where(User.tenant_id == tenant_id, User.name == name)
             return (await db.execute(q)).scalar_one_or_none()
 
     async def user_by_name_any_tenant(self, name: str) -> list[User]:
-        async with self.tx() as db:
+        async with self.read() as db:
             return list((await db.execute(select(User).where(User.name == name))).scalars())
 
     async def user(self, user_id: str) -> User | None:
-        async with self.tx() as db:
+        async with self.read() as db:
             return await db.get(User, user_id)
 
     async def add_token(self, user_id: str, name: str, token_hash: str, expires_at: float | None) -> ApiToken:
@@ -217,7 +232,7 @@ class Store:
             return token
 
     async def token_owner(self, token_hash: str, now: float) -> User | None:
-        async with self.tx() as db:
+        async with self.read() as db:
             q = select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.token_hash == token_hash)
             row = (await db.execute(q)).one_or_none()
         if row is None:
@@ -241,14 +256,14 @@ class Store:
             return group
 
     async def group_by_name(self, tenant_id: str, name: str) -> DeviceGroup | None:
-        async with self.tx() as db:
+        async with self.read() as db:
             q = select(DeviceGroup).where(DeviceGroup.tenant_id == tenant_id, DeviceGroup.name == name)
             return (await db.execute(q)).scalar_one_or_none()
 
     async def group(self, group_id: str | None) -> DeviceGroup | None:
         if group_id is None:
             return None
-        async with self.tx() as db:
+        async with self.read() as db:
             return await db.get(DeviceGroup, group_id)
 
     async def add_enroll_token(
@@ -300,17 +315,17 @@ class Store:
             return device
 
     async def device(self, device_id: str) -> Device | None:
-        async with self.tx() as db:
+        async with self.read() as db:
             return await db.get(Device, device_id)
 
     async def devices(self, tenant_id: str) -> list[Device]:
-        async with self.tx() as db:
+        async with self.read() as db:
             q = select(Device).where(Device.tenant_id == tenant_id).order_by(Device.name, Device.id)
             return list((await db.execute(q)).scalars())
 
     async def find_device(self, tenant_id: str, id_or_name: str) -> Device:
         """A device by id, else by host name (SPEC §3); the newest enrollment wins a name tie."""
-        async with self.tx() as db:
+        async with self.read() as db:
             q = select(Device).where(Device.tenant_id == tenant_id, Device.id == id_or_name)
             device = (await db.execute(q)).scalar_one_or_none()
             if device is None:
@@ -337,7 +352,7 @@ class Store:
 
     async def settings(self, tenant_id: str) -> dict[str, Any]:
         values = {k: spec.default for k, spec in SETTING_KEYS.items()}
-        async with self.tx() as db:
+        async with self.read() as db:
             rows = (await db.execute(select(Setting).where(Setting.tenant_id == tenant_id))).scalars()
             for row in rows:
                 if row.key in SETTING_KEYS:
@@ -423,8 +438,21 @@ class Store:
                 values[row.key] = parse_value(row.key, row.value)
         return values
 
+    async def command_context(self, session_id: str) -> tuple[Session, Device, dict[str, Any]] | None:
+        """A session with its device and its tenant's settings, in one transaction (the command hot path)."""
+        async with self.read() as db:
+            row = (
+                await db.execute(
+                    select(Session, Device).join(Device, Device.id == Session.device_id).where(Session.id == session_id)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            session, device = row
+            return session, device, await self._settings_in(db, session.tenant_id)
+
     async def session(self, session_id: str) -> Session | None:
-        async with self.tx() as db:
+        async with self.read() as db:
             return await db.get(Session, session_id)
 
     async def end_session(self, session_id: str, reason: str, actor: str) -> Session | None:
@@ -439,7 +467,7 @@ class Store:
             return session
 
     async def sessions(self, tenant_id: str, include_ended: bool) -> list[tuple[Session, User, Device]]:
-        async with self.tx() as db:
+        async with self.read() as db:
             q = (
                 select(Session, User, Device)
                 .join(User, User.id == Session.user_id)
@@ -476,11 +504,11 @@ class Store:
             await db.execute(update(Session).where(Session.id == session_id).values(**session_values))
 
     async def command(self, command_id: str) -> Command | None:
-        async with self.tx() as db:
+        async with self.read() as db:
             return await db.get(Command, command_id)
 
     async def commands(self, tenant_id: str, session_id: str | None = None, limit: int = 1000) -> list[Command]:
-        async with self.tx() as db:
+        async with self.read() as db:
             q = select(Command).where(Command.tenant_id == tenant_id)
             if session_id is not None:
                 q = q.where(Command.session_id == session_id)
