@@ -28,7 +28,7 @@ from liveresponse.testing.cluster import Cluster, free_port
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def time_ours(cluster: Cluster, directory: Path, runs: int) -> list[float]:
@@ -47,6 +47,7 @@ async def time_ours(cluster: Cluster, directory: Path, runs: int) -> list[float]
                     if event["type"] == "rows":
                         rows += len(event["rows"])
                     elif event["type"] in ("done", "error"):
+                        rows += len(event.get("tail_rows") or [])
                         break
                 elapsed = time.perf_counter() - start
                 if event["type"] != "done" or event["status"] != "completed" or rows != 10:
@@ -70,7 +71,8 @@ def time_ssh(directory: Path, runs: int, work: Path) -> list[float] | str:
     os.chmod(work / "authorized_keys", 0o600)
     config = work / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host_key'}\nAuthorizedKeysFile {work / 'authorized_keys'}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host_key'}\n"
+        f"AuthorizedKeysFile {work / 'authorized_keys'}\n"
         f"PidFile {work / 'sshd.pid'}\nPermitRootLogin yes\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
     )
     os.makedirs("/run/sshd", exist_ok=True)

@@ -48,14 +48,14 @@ class Runner:
         guard: ReplayGuard,
         root: str = "/",
         clock: Callable[[], float] = time.time,
-        on_guard_change: Callable[[dict[str, float]], None] | None = None,
+        on_accept: Callable[[str, float], None] | None = None,
     ) -> None:
         self.device_id = device_id
         self.command_key = command_key
         self.guard = guard
         self.root = root
         self.clock = clock
-        self.on_guard_change = on_guard_change
+        self.on_accept = on_accept
         self.active: dict[str, _Active] = {}
 
     async def handle(self, signed: m.Signed, send: Send, spawn: Callable[[Any], asyncio.Task[None]]) -> None:
@@ -67,8 +67,8 @@ class Runner:
             if command_id:
                 await send(m.Done(command_id=command_id, status="failed", error=exc.to_wire()))
             return
-        if self.on_guard_change is not None:
-            self.on_guard_change(self.guard.seen)
+        if self.on_accept is not None:
+            self.on_accept(envelope.envelope_id, envelope.expires_at)
         if envelope.kind == "cancel":
             active = self.active.get(envelope.command_id)
             if active is not None and active.envelope.session_id == envelope.session_id:
@@ -129,8 +129,9 @@ class Runner:
         try:
             result = handler(ctx, args)
             if spec.result is ResultShape.ROWS:
-                _stream_rows(result if isinstance(result, Iterable) and not isinstance(result, dict) else [], ctx, push)
-                return m.Done(command_id=command_id, status="completed")
+                rows = result if isinstance(result, Iterable) and not isinstance(result, dict) else []
+                tail = _stream_rows(rows, ctx, push)
+                return m.Done(command_id=command_id, status="completed", rows=tail)
             return m.Done(
                 command_id=command_id, status="completed", result=result if isinstance(result, dict) else None
             )
@@ -152,7 +153,7 @@ class Runner:
 
 def _stream_rows(
     rows: Iterable[dict[str, Any]], ctx: CommandContext, push: Callable[[list[dict[str, Any]]], None]
-) -> None:
+) -> list[dict[str, Any]]:
     batch: list[dict[str, Any]] = []
     batch_bytes = 0
     last_flush = time.monotonic()
@@ -165,8 +166,7 @@ def _stream_rows(
             push(batch)
             batch, batch_bytes, last_flush = [], 0, now
     ctx.check_cancelled()
-    if batch:
-        push(batch)
+    return batch  # the last batch travels in Done
 
 
 def _unverified_command_id(text: str) -> str | None:

@@ -63,7 +63,7 @@ class AgentState:
         self.device_key_path = directory / "device.key"
         self.ca_path = directory / "ca.pem"
         self.command_key_path = directory / "command_key.pem"
-        self.replay_path = directory / "replay.json"
+        self.replay_path = directory / "replay.log"
 
     def save_enrollment(
         self, identity: Identity, device_key: Ed25519PrivateKey, ca_pem: bytes, command_key_pem: str
@@ -102,12 +102,35 @@ class AgentState:
             raise StateError(f"{self.command_key_path} is not an Ed25519 public key")
         return key
 
-    def load_replay(self) -> dict[str, float]:
-        try:
-            data: Any = json.loads(self.replay_path.read_text())
-            return {str(k): float(v) for k, v in data.items()}
-        except (FileNotFoundError, ValueError, AttributeError):
-            return {}
 
-    def save_replay(self, seen: dict[str, float]) -> None:
-        write_atomic(self.replay_path, json.dumps(seen).encode())
+class ReplayJournal:
+    """Envelope ids the agent accepted, kept until they expire, so a replay is refused after a restart too.
+
+    Appending one line per command costs microseconds where rewriting a file
+    would cost a millisecond; the journal is compacted when loaded.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = None
+
+    def load(self, now: float) -> dict[str, float]:
+        seen: dict[str, float] = {}
+        try:
+            for line in self.path.read_text().splitlines():
+                envelope_id, _, expires = line.partition(" ")
+                try:
+                    if float(expires) >= now - 60:
+                        seen[envelope_id] = float(expires)
+                except ValueError:
+                    continue  # a line torn by a crash
+        except FileNotFoundError:
+            pass
+        write_atomic(self.path, "".join(f"{k} {v}\n" for k, v in seen.items()).encode())
+        return seen
+
+    def record(self, envelope_id: str, expires_at: float) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="ascii")  # noqa: SIM115 - kept open for the agent's life
+        self._fh.write(f"{envelope_id} {expires_at}\n")
+        self._fh.flush()

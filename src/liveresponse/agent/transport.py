@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import platform
 import random
@@ -23,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from liveresponse import __version__
 from liveresponse.agent.runner import Runner
-from liveresponse.agent.state import AgentState, write_atomic
+from liveresponse.agent.state import AgentState, ReplayJournal
 from liveresponse.agent.tls import pinned_context
 from liveresponse.protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS
 from liveresponse.protocol import messages as m
@@ -59,27 +58,24 @@ class Agent:
         self.state = AgentState(state_dir)
         self.identity = self.state.load_identity()
         self.device_key = self.state.device_key()
-        self.guard = ReplayGuard(self.state.load_replay())
+        self.journal = ReplayJournal(self.state.replay_path)
+        self.guard = ReplayGuard(self.journal.load(time.time()))
         self.runner = Runner(
             self.identity.device_id,
             self.state.command_key(),
             self.guard,
             root=root,
-            on_guard_change=self._save_replay,
+            on_accept=self.journal.record,
         )
         self.ssl = pinned_context(str(self.state.ca_path))
         self.backoff = Backoff()
-
-    def _save_replay(self, seen: dict[str, float]) -> None:
-        # Replays are refused across restarts too; an fsync per command would cost more than it protects.
-        write_atomic(self.state.replay_path, json.dumps(seen).encode(), fsync=False)
 
     async def run_forever(self) -> None:
         url = self.identity.server_url.replace("https://", "wss://", 1) + "/agent/v1/connect"
         while True:
             try:
                 async with connect(
-                    url, ssl=self.ssl, max_size=m.MAX_FRAME_BYTES, open_timeout=10, ping_interval=20
+                    url, ssl=self.ssl, max_size=m.MAX_FRAME_BYTES, open_timeout=10, ping_interval=20, compression=None
                 ) as ws:
                     await self._serve(ws)
             except Refused as exc:

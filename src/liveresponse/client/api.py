@@ -105,7 +105,10 @@ class Client:
         url = self.config.server.replace("https://", "wss://", 1) + f"/api/v1/sessions/{session_id}/console"
         headers = {"authorization": f"Bearer {self.config.token}"}
         try:
-            async with connect(url, ssl=self.ssl, additional_headers=headers, max_size=MAX_FRAME_BYTES) as ws:
+            # No per-message compression: frames are small or already dense, and it costs latency (bench/rtt).
+            async with connect(
+                url, ssl=self.ssl, additional_headers=headers, max_size=MAX_FRAME_BYTES, compression=None
+            ) as ws:
                 yield ConsoleChannel(ws)
         except (OSError, websockets.exceptions.InvalidHandshake) as exc:
             raise ConnectError(f"cannot open the console channel: {exc}") from None

@@ -142,6 +142,7 @@ class Shell:
         elif kind == "done":
             job = self.jobs.get(str(event["command_id"]))
             if job is not None:
+                job.rows.extend(event.get("tail_rows") or [])
                 job.final = event
                 job.done.set()
                 if job.background and self.interactive and not job.reported:

@@ -80,11 +80,14 @@ class Rows(_Message):
 
 
 class Done(_Message):
+    """The end of a command. ``rows`` carries the last batch of a listing, saving a frame for small ones."""
+
     type: Literal["done"] = "done"
     command_id: str
     status: Literal["completed", "failed", "cancelled", "timed_out"]
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] = []
 
 
 class Heartbeat(_Message):

@@ -212,9 +212,12 @@ class Dispatcher:
 
     async def settled(self, session_id: str | None = None) -> None:
         """Wait until every finished command (of one session) is in the store: readers of the log call this."""
-        pending = [r.persisted for r in list(self._settling.values()) if session_id in (None, r.session_id)]
-        for event in pending:
-            await event.wait()
+        for run in [r for r in list(self._settling.values()) if session_id in (None, r.session_id)]:
+            if run.final is None:  # still running: its 'running' row is what there is to see
+                if run.logged is not None:
+                    await asyncio.shield(run.logged)
+            else:
+                await run.persisted.wait()
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -271,12 +274,12 @@ class Dispatcher:
         if run is None or run.device_id != link.device_id:
             log.warning("device %s sent results for unknown command %s", link.device_id, message.command_id)
             return
+        run.rows_json.extend(json.dumps(r, ensure_ascii=False) for r in message.rows)
+        run.rows_count += len(message.rows)
         if isinstance(message, m.Rows):
-            run.rows_json.extend(json.dumps(r, ensure_ascii=False) for r in message.rows)
-            run.rows_count += len(message.rows)
             run.publish({"type": "rows", "command_id": run.command_id, "rows": message.rows})
             return
-        await self._finish(run, message.status, message.result, message.error)
+        await self._finish(run, message.status, message.result, message.error, tail_rows=message.rows)
 
     async def on_agent_disconnect(self, link: AgentLink) -> None:
         for run in [r for r in self.running.values() if r.device_id == link.device_id]:
@@ -284,7 +287,12 @@ class Dispatcher:
             await self._finish(run, "failed", None, error)
 
     async def _finish(
-        self, run: Running, status: str, result: dict[str, Any] | None, error: dict[str, Any] | None
+        self,
+        run: Running,
+        status: str,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        tail_rows: list[dict[str, Any]] | None = None,
     ) -> None:
         if run.final is not None:
             return
@@ -304,6 +312,7 @@ class Dispatcher:
             "result": result,
             "error": error,
             "rows": run.rows_count,
+            "tail_rows": tail_rows or [],  # the listing's last rows, not sent as a rows event
             "duration_s": round(ended - run.started_at, 6),
         }
         self.running.pop(run.command_id, None)

@@ -44,9 +44,7 @@ async def own_open_session(state: AppState, caller: Caller, session_id: str) -> 
     return check_own_open(await state.store.session(session_id), caller, session_id)
 
 
-async def command_context(
-    state: AppState, caller: Caller, session_id: str
-) -> tuple[Session, Device, dict[str, Any]]:
+async def command_context(state: AppState, caller: Caller, session_id: str) -> tuple[Session, Device, dict[str, Any]]:
     """The caller's open session, its device and the tenant's settings: one store round trip."""
     found = await state.store.command_context(session_id)
     session = check_own_open(None if found is None else found[0], caller, session_id)

@@ -4,6 +4,10 @@ Limits and chains that must hold under concurrency (SPEC §6, §9) are decided
 inside one transaction that first takes a lock: on PostgreSQL a row lock
 (``SELECT ... FOR UPDATE``) on the tenant row or the audit lock row, on SQLite
 the database write lock (``BEGIN IMMEDIATE``, engine.py). DR-3.
+
+Inside ``tx()`` and ``read()`` await nothing but the session's own calls: on
+SQLite they run inline (DR-10), and a transaction suspended on anything else
+would hold the write lock while another coroutine waits for it on the same thread.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import sessionmaker
 
 from liveresponse.protocol.errors import Conflict, NotFound, SessionRefused
 from liveresponse.server.ids import new_id
 from liveresponse.server.settings_keys import SETTING_KEYS, encode_value, parse_value
-from liveresponse.server.store.engine import is_sqlite, make_engine
+from liveresponse.server.store.engine import is_sqlite, make_async_engine, make_sqlite_engine
 from liveresponse.server.store.migrations import upgrade_to_head
 from liveresponse.server.store.models import (
     ApiToken,
@@ -73,60 +79,115 @@ class AuditEvent:
     detail: dict[str, Any]
 
 
+class InlineSession:
+    """The AsyncSession calls the store uses, over a synchronous SQLite session (DR-10).
+
+    The coroutines never suspend, so a transaction runs start to end without
+    another coroutine in between.
+    """
+
+    def __init__(self, session: OrmSession) -> None:
+        self._session = session
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        return self._session.execute(statement, params)
+
+    async def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        return self._session.get(entity, ident, **kwargs)
+
+    def add(self, instance: Any) -> None:
+        self._session.add(instance)
+
+    async def flush(self) -> None:
+        self._session.flush()
+
+    def core(self, statement: Any) -> Any:
+        return self._session.connection().execute(statement)
+
+
+Tx = AsyncSession | InlineSession
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_async_engine(url)  # PostgreSQL traffic; on SQLite only schema tools use it
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._read_engine = make_engine(url, for_writes=False) if is_sqlite(url) else self.engine
-        self._read_sessions = async_sessionmaker(self._read_engine, expire_on_commit=False)
-        self._is_pg = url.startswith("postgresql")
+        self._sqlite = is_sqlite(url)
+        if self._sqlite:
+            self._write_engine = make_sqlite_engine(url, for_writes=True)
+            self._read_engine = make_sqlite_engine(url, for_writes=False)
+            self._sync_writes = sessionmaker(self._write_engine, expire_on_commit=False)
+            self._sync_reads = sessionmaker(self._read_engine, expire_on_commit=False)
 
     async def migrate(self) -> None:
+        if self._sqlite:
+            with self._write_engine.connect() as conn:
+                upgrade_to_head(conn)
+                conn.commit()
+            return
         async with self.engine.begin() as conn:
             await conn.run_sync(upgrade_to_head)
 
     async def close(self) -> None:
         await self.engine.dispose()
-        if self._read_engine is not self.engine:
-            await self._read_engine.dispose()
+        if self._sqlite:
+            self._write_engine.dispose()
+            self._read_engine.dispose()
 
     @asynccontextmanager
-    async def tx(self) -> AsyncIterator[AsyncSession]:
+    async def tx(self) -> AsyncIterator[Tx]:
         """A write transaction (serialised with other writers, DR-3)."""
+        if self._sqlite:
+            with self._sync_writes() as session, session.begin():
+                yield InlineSession(session)
+            return
         async with self._sessions() as db, db.begin():
             yield db
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
+    async def read(self) -> AsyncIterator[Tx]:
         """A read-only transaction: a consistent snapshot that does not wait for writers."""
-        async with self._read_sessions() as db, db.begin():
+        if self._sqlite:
+            with self._sync_reads() as session, session.begin():
+                yield InlineSession(session)
+            return
+        async with self._sessions() as db, db.begin():
             yield db
+
+    @staticmethod
+    async def _core(db: Tx, statement: Any) -> Any:
+        """Run a Core statement on the transaction's connection: no ORM unit of work (the hot paths)."""
+        if isinstance(db, InlineSession):
+            return db.core(statement)
+        return await (await db.connection()).execute(statement)
 
     # -- audit (SPEC §9) --------------------------------------------------
 
-    async def _append_audit(self, db: AsyncSession, ev: AuditEvent) -> None:
-        lock = (await db.execute(select(LockRow).where(LockRow.name == "audit").with_for_update())).scalar_one()
-        if lock.head is not None:  # the head kept beside the chain saves reading the newest record
-            head_seq, _, prev = lock.head.partition(":")
+    async def _append_audit(self, db: Tx, ev: AuditEvent) -> None:
+        locked = select(LockRow.head).where(LockRow.name == "audit").with_for_update()
+        head = (await self._core(db, locked)).scalar_one()
+        if head is not None:  # the head kept beside the chain saves reading the newest record
+            head_seq, _, prev = head.partition(":")
             seq = int(head_seq) + 1
         else:
-            last = (await db.execute(select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(1))).scalar_one_or_none()
+            newest = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+            last = (await self._core(db, newest)).one_or_none()
             seq = 1 if last is None else last.seq + 1
             prev = GENESIS_HASH if last is None else last.hash
-        rec = AuditRecord(
-            seq=seq,
-            tenant_id=ev.tenant_id,
-            at=time.time(),
-            actor=ev.actor,
-            event=ev.event,
-            outcome=ev.outcome,
-            detail_json=json.dumps(ev.detail, sort_keys=True, ensure_ascii=False),
-            prev_hash=prev,
-        )
-        rec.hash = audit_hash(prev, audit_fields(rec))
-        db.add(rec)
-        lock.head = f"{seq}:{rec.hash}"
+        record = {
+            "seq": seq,
+            "tenant_id": ev.tenant_id,
+            "at": time.time(),
+            "actor": ev.actor,
+            "event": ev.event,
+            "outcome": ev.outcome,
+            "detail_json": json.dumps(ev.detail, sort_keys=True, ensure_ascii=False),
+            "prev_hash": prev,
+        }
+        record["hash"] = audit_hash(prev, audit_fields(AuditRecord(**record)))
+        await self._core(db, insert(AuditRecord).values(**record))
+        await self._core(db, update(LockRow).where(LockRow.name == "audit").values(head=f"{seq}:{record['hash']}"))
 
     async def audit(self, ev: AuditEvent) -> None:
         async with self.tx() as db:
@@ -431,11 +492,12 @@ class Store:
             await self._append_audit(db, AuditEvent(tenant_id, user.name, "session.open", "success", detail))
             return session
 
-    async def _settings_in(self, db: AsyncSession, tenant_id: str) -> dict[str, Any]:
+    async def _settings_in(self, db: Tx, tenant_id: str) -> dict[str, Any]:
         values = {k: spec.default for k, spec in SETTING_KEYS.items()}
-        for row in (await db.execute(select(Setting).where(Setting.tenant_id == tenant_id))).scalars():
-            if row.key in SETTING_KEYS:
-                values[row.key] = parse_value(row.key, row.value)
+        rows = await self._core(db, select(Setting.key, Setting.value).where(Setting.tenant_id == tenant_id))
+        for key, value in rows:
+            if key in SETTING_KEYS:
+                values[key] = parse_value(key, value)
         return values
 
     async def command_context(self, session_id: str) -> tuple[Session, Device, dict[str, Any]] | None:
@@ -486,12 +548,13 @@ class Store:
 
     async def add_command(self, command: Command, audit: AuditEvent | None = None, active: bool = False) -> None:
         """Log a command; ``active`` also marks its session active (one transaction)."""
+        columns = (c.key for c in Command.__table__.columns)
+        values = {key: value for key in columns if (value := getattr(command, key)) is not None}  # defaults apply
         async with self.tx() as db:
-            db.add(command)
+            await self._core(db, insert(Command).values(**values))
             if active:
-                await db.execute(
-                    update(Session).where(Session.id == command.session_id).values(last_activity_at=command.started_at)
-                )
+                touch = update(Session).where(Session.id == command.session_id)
+                await self._core(db, touch.values(last_activity_at=command.started_at))
             if audit is not None:
                 await self._append_audit(db, audit)
 
@@ -500,8 +563,8 @@ class Store:
     ) -> None:
         """Write a command's final state and its session's activity (and cwd) in one transaction."""
         async with self.tx() as db:
-            await db.execute(update(Command).where(Command.id == command_id).values(**values))
-            await db.execute(update(Session).where(Session.id == session_id).values(**session_values))
+            await self._core(db, update(Command).where(Command.id == command_id).values(**values))
+            await self._core(db, update(Session).where(Session.id == session_id).values(**session_values))
 
     async def command(self, command_id: str) -> Command | None:
         async with self.read() as db:
