@@ -135,6 +135,10 @@ class Shell:
                 future.set_exception(exc)
             else:
                 print(f"error: {exc.message}", file=self.err, flush=True)
+        elif kind == "notice":
+            print(f"\n[notice] {event.get('message')}", file=self.err, flush=True)
+        elif kind == "session_ended":
+            print(f"\n[session ended] {event.get('reason')}", file=self.err, flush=True)
         elif kind == "rows":
             job = self.jobs.get(str(event["command_id"]))
             if job is not None:

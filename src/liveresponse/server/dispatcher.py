@@ -91,6 +91,8 @@ class Dispatcher:
         self._settling: dict[str, Running] = {}
         # The working directory of each session this node serves; the store has it too (for restarts).
         self.cwd: dict[str, str] = {}
+        # Console channels listening to a session, for notices (idle warning, session ended).
+        self.listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         gateway.on_message = self.on_agent_message
         gateway.on_disconnect = self.on_agent_disconnect
@@ -209,6 +211,15 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         run.timeout_handle = loop.call_later(timeout_s + 5.0, self._spawn, self._time_out(run, timeout_s))
         return run
+
+    def notify(self, session_id: str, event: dict[str, Any]) -> None:
+        """Tell every console on a session something that is not a command's output."""
+        for queue in self.listeners.get(session_id, set()):
+            queue.put_nowait(event)
+
+    def busy_sessions(self) -> set[str]:
+        """Sessions with a command or transfer under way: they are active, whatever the clock says (SPEC §6)."""
+        return {r.session_id for r in self.running.values()}
 
     async def settled(self, session_id: str | None = None) -> None:
         """Wait until every finished command (of one session) is in the store: readers of the log call this."""

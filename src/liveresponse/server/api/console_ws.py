@@ -2,7 +2,9 @@
 
 client -> server  {"type": "run", "line": "...", "ref": N}
                   {"type": "cancel", "command_id": "..."}
-server -> client  {"type": "accepted", "ref": N, "command_id": "...", "command": "dir", "output": ..., ...}
+server -> client  {"type": "notice", "message": "..."}          (e.g. the idle warning)
+                  {"type": "session_ended", "reason": "..."}
+                  {"type": "accepted", "ref": N, "command_id": "...", "command": "dir", "output": ..., ...}
                   {"type": "error", "ref": N, "error": {"code", "message", ...}}
                   {"type": "rows", "command_id": "...", "rows": [...]}
                   {"type": "done", "command_id": "...", "status": "...", "result": ..., "error": ...}
@@ -37,6 +39,14 @@ async def _forward(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]], l
             return
 
 
+async def _forward_notices(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]], lock: asyncio.Lock) -> None:
+    """Events about the session itself: {"type": "notice", "message"} and {"type": "session_ended", "reason"}."""
+    while True:
+        event = await queue.get()
+        async with lock:
+            await websocket.send_text(json.dumps(event, ensure_ascii=False))
+
+
 @router.websocket("/api/v1/sessions/{session_id}/console")
 async def console_channel(websocket: WebSocket, session_id: str) -> None:
     state: AppState = websocket.app.state.lr
@@ -50,7 +60,10 @@ async def console_channel(websocket: WebSocket, session_id: str) -> None:
         return
     send_lock = asyncio.Lock()
     forwarders: set[asyncio.Task[None]] = set()
+    notices: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    state.dispatcher.listeners.setdefault(session_id, set()).add(notices)
     async with asyncio.TaskGroup() as tasks:
+        forwarders.add(tasks.create_task(_forward_notices(websocket, notices, send_lock)))
         try:
             while True:
                 try:
@@ -99,3 +112,5 @@ async def console_channel(websocket: WebSocket, session_id: str) -> None:
         except WebSocketDisconnect:
             for task in list(forwarders):
                 task.cancel()
+        finally:
+            state.dispatcher.listeners.get(session_id, set()).discard(notices)
