@@ -22,6 +22,7 @@ class Tier(StrEnum):
 class Runs(StrEnum):
     CONSOLE = "console"  # handled by the console alone
     AGENT = "agent"  # signed, sent to the device
+    SERVER = "server"  # answered by the server (e.g. the tenant library), logged like the others
 
 
 class ParamType(StrEnum):

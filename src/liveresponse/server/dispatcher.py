@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ from liveresponse.server.store.models import Command, Device, Session, User
 from liveresponse.server.store.store import AuditEvent, Store
 
 log = logging.getLogger("liveresponse.dispatcher")
+
+ServerCommand = Callable[[Session, User, dict[str, Any]], Awaitable[dict[str, Any] | list[dict[str, Any]]]]
 
 INLINE_OUTPUT_BYTES = 256 * 1024  # larger outputs go to the blob store, with a preview here
 PREVIEW_BYTES = 4096
@@ -91,6 +94,8 @@ class Dispatcher:
         self._settling: dict[str, Running] = {}
         # The working directory of each session this node serves; the store has it too (for restarts).
         self.cwd: dict[str, str] = {}
+        # Catalogue commands of Runs.SERVER: name -> async handler(session, user, args) -> object or rows.
+        self.server_commands: dict[str, ServerCommand] = {}
         # Console channels listening to a session, for notices (idle warning, session ended).
         self.listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,6 +157,8 @@ class Dispatcher:
             )
             denied.fields["command_id"] = await self._log_refusal(session, user, device, line, denied, "denied")
             raise denied
+        if spec.runs is Runs.SERVER:
+            return await self._run_on_server(session, user, device, line, parsed, spec, subscriber)
         link = self.gateway.link(device.id)
         if link is None:
             offline = DeviceOffline(f"device {device.name} went offline; last seen {_iso(device.last_seen)}")
@@ -210,6 +217,67 @@ class Dispatcher:
             raise DeviceOffline(f"device {device.name} disconnected while the command was sent") from None
         loop = asyncio.get_running_loop()
         run.timeout_handle = loop.call_later(timeout_s + 5.0, self._spawn, self._time_out(run, timeout_s))
+        return run
+
+    async def _run_on_server(
+        self,
+        session: Session,
+        user: User,
+        device: Device,
+        line: str,
+        parsed: ParsedLine,
+        spec: CommandSpec,
+        subscriber: asyncio.Queue[dict[str, Any]] | None,
+    ) -> Running:
+        """A catalogue command the server answers itself: logged and audited like the others."""
+        handler = self.server_commands.get(spec.name)
+        now = time.time()
+        run = Running(
+            command_id=f"cmd_{uuid.uuid4().hex[:16]}",
+            session_id=session.id,
+            tenant_id=session.tenant_id,
+            device_id=device.id,
+            user_name=user.name,
+            spec=spec,
+            parsed=parsed,
+            started_at=now,
+        )
+        if subscriber is not None:
+            run.subscribers.append(subscriber)
+        row = Command(
+            id=run.command_id,
+            tenant_id=session.tenant_id,
+            session_id=session.id,
+            user_name=user.name,
+            device_name=device.name,
+            command_line=line,
+            command=spec.name,
+            args_json=json.dumps(parsed.args, ensure_ascii=False),
+            started_at=now,
+            status="running",
+        )
+        detail = {"command_id": run.command_id, "session": session.id, "command_line": line}
+        audit = AuditEvent(session.tenant_id, user.name, "command", "success", detail)
+        run.logged = asyncio.ensure_future(self.store.add_command(row, audit, active=True))
+        self._settling[run.command_id] = run
+        self.running[run.command_id] = run
+
+        async def answer() -> None:
+            try:
+                if handler is None:
+                    raise LiveResponseError(f"{spec.name} is not served by this server")
+                result = await handler(session, user, dict(parsed.args))
+            except LiveResponseError as exc:
+                await self._finish(run, "failed", None, exc.to_wire())
+                return
+            if isinstance(result, list):
+                run.rows_json.extend(json.dumps(r, ensure_ascii=False) for r in result)
+                run.rows_count += len(result)
+                await self._finish(run, "completed", None, None, tail_rows=result)
+            else:
+                await self._finish(run, "completed", result, None)
+
+        self._spawn(answer())
         return run
 
     def notify(self, session_id: str, event: dict[str, Any]) -> None:

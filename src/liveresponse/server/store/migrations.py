@@ -19,4 +19,5 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade_to_head(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
+    # "heads": features add migrations side by side from one base; a merge revision joins them.
+    command.upgrade(alembic_config(connection), "heads")
