@@ -28,6 +28,17 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _search_filters(parser: argparse.ArgumentParser, type_help: str) -> None:
+    """The filters ``lr log`` and ``lr audit list`` share (SPEC §9)."""
+    parser.add_argument("--user")
+    parser.add_argument("--device", help="device id or host name")
+    parser.add_argument("--type", help=type_help)
+    parser.add_argument("--since", help="ISO 8601 time, e.g. 2024-05-01T12:00:00Z")
+    parser.add_argument("--until", help="ISO 8601 time")
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--output", choices=("json", "table", "csv"), default="table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lr", description="liveresponse: open live response")
     parser.add_argument("--version", action="version", version=f"liveresponse {__version__}")
@@ -51,22 +62,50 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--role", required=True)
     user.add_argument("--tenant")
     user.add_argument("--password-stdin", action="store_true")
-    token = admin_sub.add_parser("token").add_subparsers(dest="token_command", required=True).add_parser("create")
+    user.add_argument("--groups", help="limit the role to these device groups (g1,g2); default: every group")
+    tokens = admin_sub.add_parser("token").add_subparsers(dest="token_command", required=True)
+    token = tokens.add_parser("create")
     token.add_argument("user")
     token.add_argument("--name", default="cli")
     token.add_argument("--expires-days", type=float)
     token.add_argument("--tenant")
+    token_revoke = tokens.add_parser("revoke")
+    token_revoke.add_argument("token", metavar="ID|TOKEN")
+    token_revoke.add_argument("--tenant")
+    admin_sub.add_parser("tenant").add_subparsers(dest="tenant_command", required=True).add_parser("add").add_argument(
+        "name"
+    )
+    roles = admin_sub.add_parser("role").add_subparsers(dest="role_command", required=True)
+    role_add = roles.add_parser("add")
+    role_add.add_argument("name")
+    role_add.add_argument("--permissions", required=True, help="comma-separated, e.g. devices.read,audit.read")
+    role_add.add_argument("--tenant")
+    role_assign = roles.add_parser("assign", help="give a user a role, optionally limited to device groups")
+    role_assign.add_argument("user")
+    role_assign.add_argument("role")
+    role_assign.add_argument("--groups", help="limit the role to these device groups (g1,g2); default: every group")
+    role_assign.add_argument("--tenant")
     enroll = admin_sub.add_parser("enroll-token").add_subparsers(dest="enroll_command", required=True)
     enroll_create = enroll.add_parser("create")
     enroll_create.add_argument("--group")
     enroll_create.add_argument("--expires-hours", type=float, default=24.0)
     enroll_create.add_argument("--uses", type=int, default=1)
     enroll_create.add_argument("--tenant")
+    enroll_create.add_argument(
+        "--device-type", choices=("workstation", "server"), help="the type of the devices it enrolls (else reported)"
+    )
     enroll_create.add_argument("--server-url", help="URL the agents reach (default: the running server's)")
-    group = admin_sub.add_parser("group").add_subparsers(dest="group_command", required=True).add_parser("add")
+    groups = admin_sub.add_parser("group").add_subparsers(dest="group_command", required=True)
+    group = groups.add_parser("add")
     group.add_argument("name")
     group.add_argument("--remediation-level", choices=("none", "semi", "full"), default="full")
+    group.add_argument("--device-type", choices=("workstation", "server"), help="type of every device in the group")
     group.add_argument("--tenant")
+    group_set = groups.add_parser("set")
+    group_set.add_argument("name")
+    group_set.add_argument("--remediation-level", choices=("none", "semi", "full"))
+    group_set.add_argument("--device-type", choices=("workstation", "server", "reported"))
+    group_set.add_argument("--tenant")
     settings = admin_sub.add_parser("settings").add_subparsers(dest="settings_command", required=True)
     settings_set = settings.add_parser("set")
     settings_set.add_argument("key")
@@ -107,7 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     log = sub.add_parser("log", help="the command log")
     log.add_argument("--session")
-    log.add_argument("--output", choices=("json", "table"), default="table")
+    _search_filters(log, "command name, e.g. dir")
+    log.add_argument("--status", choices=("pending", "running", "completed", "failed", "cancelled", "timed_out"))
+
+    audit_list = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
+    _search_filters(audit_list.add_parser("list"), "event type, e.g. session.open, or a prefix: session")
+
+    downloads = sub.add_parser("downloads", help="files collected with getfile")
+    downloads.add_argument("action", choices=("list", "get"))
+    downloads.add_argument("id", nargs="?")
+    downloads.add_argument("--to", default=None, help="folder to save into (default ./downloads/<device>)")
+    downloads.add_argument("--output", choices=("json", "table"), default="table")
 
     console = sub.add_parser("console", help="open a console on a device")
     console.add_argument("device")
@@ -130,6 +179,17 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], output: str) -> 
     if output == "json":
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    if output == "csv":  # every field, nested values as JSON: an export, not a view
+        import csv
+
+        fields = list(dict.fromkeys([*columns, *(k for row in rows for k in row)]))
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: v if isinstance(v, str | int | float) or v is None else json.dumps(v) for k, v in row.items()}
+            )
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -139,6 +199,12 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], output: str) -> 
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     Console(width=200, highlight=False).print(table)
+
+
+def _filters(args: argparse.Namespace, **more: str | None) -> dict[str, str]:
+    values = {k: getattr(args, k) for k in ("user", "device", "type", "since", "until")} | more
+    values["limit"] = str(args.limit)
+    return {k: v for k, v in values.items() if v is not None}
 
 
 async def _client_call(args: argparse.Namespace) -> int:
@@ -162,9 +228,28 @@ async def _client_call(args: argparse.Namespace) -> int:
             else:
                 rows = await client.sessions(include_ended=args.all)
                 _print_rows(rows, ["id", "device", "user", "started", "ended", "duration_s", "status"], args.output)
+        elif args.command == "downloads":
+            from liveresponse.client.files import safe_name, save_download
+
+            if args.action == "list":
+                columns = ["id", "device", "path", "size", "sha256", "status", "created"]
+                _print_rows(await client.downloads(), columns, args.output)
+            else:
+                if not args.id:
+                    raise LiveResponseError("usage: lr downloads get ID [--to DIR]")
+                info = await client.download(args.id)
+                folder = Path(args.to) if args.to else Path("downloads") / safe_name(str(info["device"]))
+                saved = await save_download(client, info, folder)
+                print(f"saved {saved} ({info['size']} bytes, sha256 {info['sha256']})")
         elif args.command == "log":
-            rows = await (client.session_log(args.session) if args.session else client.command_log())
+            filters = _filters(args, session=args.session, status=args.status)
+            rows = await client.command_log(**filters)
             _print_rows(rows, ["id", "session_id", "user", "device", "status", "duration", "command_line"], args.output)
+        elif args.command == "audit":
+            rows = await client.audit(**_filters(args))
+            for row in rows if args.output == "table" else ():
+                row["detail"] = json.dumps(row["detail"], ensure_ascii=False)
+            _print_rows(rows, ["seq", "at", "actor", "event", "outcome", "detail"], args.output)
         return 0
     finally:
         await client.aclose()
@@ -217,7 +302,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_agent(_agent_state(args.state), root=args.root)
     if args.command == "login":
         return _login(args)
-    if args.command in ("devices", "sessions", "log"):
+    if args.command in ("devices", "sessions", "log", "downloads", "audit"):
         return asyncio.run(_client_call(args))
     if args.command == "console":
         from liveresponse.client.config import load_client_config

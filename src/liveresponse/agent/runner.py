@@ -18,16 +18,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from liveresponse.agent.commands.context import Cancelled, CommandContext
+from liveresponse.agent.commands.context import Cancelled, CommandContext, CommandEnded
 from liveresponse.agent.commands.dispatch import handlers
 from liveresponse.protocol import messages as m
 from liveresponse.protocol.catalogue import ResultShape, lookup
 from liveresponse.protocol.errors import EnvelopeRejected, LiveResponseError
 from liveresponse.protocol.signing import Envelope, ReplayGuard, verify
+from liveresponse.protocol.transfer import encode_chunk_header
 
 log = logging.getLogger("liveresponse.agent.runner")
 
-Send = Callable[[m.Rows | m.Done], Awaitable[None]]
+Send = Callable[[m.Rows | m.Done | bytes], Awaitable[None]]  # bytes: a file chunk frame
 ROWS_BATCH_COUNT = 2000
 ROWS_BATCH_S = 0.1
 
@@ -49,8 +50,10 @@ class Runner:
         root: str = "/",
         clock: Callable[[], float] = time.time,
         on_accept: Callable[[str, float], None] | None = None,
+        files: Any = None,
     ) -> None:
         self.device_id = device_id
+        self.files = files  # the working folder of putfile and run (agent/workfolder.py)
         self.command_key = command_key
         self.guard = guard
         self.root = root
@@ -74,6 +77,8 @@ class Runner:
             if active is not None and active.envelope.session_id == envelope.session_id:
                 active.cancel.set()
             return
+        # One line per command run: what the device was asked to do, for its own operators (and tests).
+        log.info("running %s %s (session %s)", envelope.command_id, envelope.command, envelope.session_id)
         cancel = threading.Event()
         task = spawn(self._run(envelope, cancel, send))
         self.active[envelope.command_id] = _Active(envelope, cancel, task)
@@ -91,7 +96,10 @@ class Runner:
             if active is not None and active.timed_out and done.status == "cancelled":
                 message = f"{envelope.command} timed out after {envelope.timeout_s:g} s on the device"
                 done = m.Done(
-                    command_id=envelope.command_id, status="timed_out", error={"code": "timed_out", "message": message}
+                    command_id=envelope.command_id,
+                    status="timed_out",
+                    result=done.result,  # what the command had done so far (run: its output)
+                    error={"code": "timed_out", "message": message},
                 )
             try:
                 await send(done)
@@ -121,10 +129,22 @@ class Runner:
         ctx = CommandContext(cwd=envelope.cwd, root=self.root, cancel_event=cancel)
         if "fileinfo_hash_max_bytes" in limits:
             ctx.fileinfo_hash_max_bytes = int(limits["fileinfo_hash_max_bytes"])
+        if "getfile_max_bytes" in limits:
+            ctx.getfile_max_bytes = int(limits["getfile_max_bytes"])
         args = dict(envelope.args)
 
         def push(rows: list[dict[str, Any]]) -> None:
             asyncio.run_coroutine_threadsafe(send(m.Rows(command_id=command_id, rows=rows)), loop).result()
+
+        def upload(transfer_id: str, offset: int, data: bytes) -> None:
+            # Waiting for each send keeps memory flat: at most one chunk in flight per transfer.
+            frame = encode_chunk_header(transfer_id, offset) + data
+            asyncio.run_coroutine_threadsafe(send(frame), loop).result()
+
+        ctx.report = lambda row: push([row])
+        ctx.upload = upload
+        ctx.library = dict(envelope.library)
+        ctx.files = self.files
 
         try:
             result = handler(ctx, args)
@@ -134,6 +154,11 @@ class Runner:
                 return m.Done(command_id=command_id, status="completed", rows=tail)
             return m.Done(
                 command_id=command_id, status="completed", result=result if isinstance(result, dict) else None
+            )
+        except CommandEnded as ended:
+            error = {"code": ended.code, "message": ended.message}
+            return m.Done.model_validate(
+                {"command_id": command_id, "status": ended.status, "result": ended.result, "error": error}
             )
         except Cancelled:
             return m.Done(

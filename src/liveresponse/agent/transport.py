@@ -24,6 +24,7 @@ from liveresponse import __version__
 from liveresponse.agent.runner import Runner
 from liveresponse.agent.state import AgentState, ReplayJournal
 from liveresponse.agent.tls import pinned_context
+from liveresponse.agent.workfolder import WorkFolder
 from liveresponse.protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS
 from liveresponse.protocol import messages as m
 from liveresponse.protocol.errors import FrameError
@@ -54,9 +55,12 @@ class Refused(Exception):
 
 
 class Agent:
-    def __init__(self, state_dir: Path, root: str = "/") -> None:
+    def __init__(self, state_dir: Path, root: str = "/", boot_id_file: Path | None = None) -> None:
         self.state = AgentState(state_dir)
         self.identity = self.state.load_identity()
+        # putfile's working folder; files put without -keep in an earlier boot go now (workfolder.py).
+        self.files = WorkFolder(state_dir, self.identity.server_url, self.state.ca_path, boot_id_file)
+        self.files.clean_after_boot()
         self.device_key = self.state.device_key()
         self.journal = ReplayJournal(self.state.replay_path)
         self.guard = ReplayGuard(self.journal.load(time.time()))
@@ -66,6 +70,7 @@ class Agent:
             self.guard,
             root=root,
             on_accept=self.journal.record,
+            files=self.files,
         )
         self.ssl = pinned_context(str(self.state.ca_path))
         self.backoff = Backoff()
@@ -112,9 +117,9 @@ class Agent:
         self.backoff.reset()
         send_lock = asyncio.Lock()
 
-        async def send(message: m.Rows | m.Done | m.Heartbeat) -> None:
+        async def send(message: m.Rows | m.Done | m.Heartbeat | bytes) -> None:
             async with send_lock:
-                await ws.send(m.encode(message))
+                await ws.send(message if isinstance(message, bytes) else m.encode(message))
 
         async with asyncio.TaskGroup() as tasks:
 
@@ -148,9 +153,9 @@ class Agent:
                 return
 
 
-def run(state_dir: Path, root: str = "/") -> int:
+def run(state_dir: Path, root: str = "/", boot_id_file: Path | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    agent = Agent(state_dir, root=root)
+    agent = Agent(state_dir, root=root, boot_id_file=boot_id_file)
     print(f"liveresponse agent {agent.identity.device_id} -> {agent.identity.server_url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run_forever())

@@ -97,8 +97,19 @@ class Client:
     async def session_log(self, session_id: str) -> list[dict[str, Any]]:
         return list(await self._call("GET", f"/api/v1/sessions/{session_id}/commands"))
 
-    async def command_log(self) -> list[dict[str, Any]]:
-        return list(await self._call("GET", "/api/v1/log"))
+    async def downloads(self) -> list[dict[str, Any]]:
+        return list(await self._call("GET", "/api/v1/downloads"))
+
+    async def download(self, download_id: str) -> dict[str, Any]:
+        return dict(await self._call("GET", f"/api/v1/downloads/{download_id}"))
+
+    async def command_log(self, **filters: str) -> list[dict[str, Any]]:
+        """Filters: user, device, type (command name), status, session, since, until (ISO 8601), limit."""
+        return list(await self._call("GET", "/api/v1/log", params=filters))
+
+    async def audit(self, **filters: str) -> list[dict[str, Any]]:
+        """Filters: user, device, type (event or prefix), since, until (ISO 8601), limit."""
+        return list(await self._call("GET", "/api/v1/audit", params=filters))
 
     @asynccontextmanager
     async def console_channel(self, session_id: str) -> AsyncIterator[ConsoleChannel]:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from liveresponse.client.api import ApiError, Client, ConnectError, ConsoleChannel
+from liveresponse.client.files import safe_name
+from liveresponse.console.progress import save_to_downloads
 from liveresponse.console.renderer import render_command_help, render_help, render_json, render_table
 from liveresponse.protocol.catalogue import CommandSpec, ResultShape, Runs, lookup
 from liveresponse.protocol.commandline import ParsedLine, parse_line
@@ -63,6 +65,7 @@ class Shell:
         self._waiting: dict[int, asyncio.Future[Job]] = {}
         self._pending_lines: dict[int, tuple[str, ParsedLine | None]] = {}
         self.interactive = False
+        self.downloads_dir = Path("downloads")
 
     # -- session ------------------------------------------------------------
 
@@ -135,6 +138,14 @@ class Shell:
                 future.set_exception(exc)
             else:
                 print(f"error: {exc.message}", file=self.err, flush=True)
+        elif kind == "progress":
+            job = self.jobs.get(str(event["command_id"]))
+            if job is not None and job is self.foreground and self.err.isatty():
+                total = event.get("total") or 0
+                share = f" of {total}" if total else ""
+                print(
+                    f"\r{job.spec.name}: {event['bytes']}{share} bytes on the server", end="", file=self.err, flush=True
+                )
         elif kind == "notice":
             print(f"\n[notice] {event.get('message')}", file=self.err, flush=True)
         elif kind == "session_ended":
@@ -217,7 +228,28 @@ class Shell:
             job.background = True
             print(f"\n[{job.command_id}] moved to the background: {job.line}", file=self.out, flush=True)
             return True
-        return self.report(job)
+        return await self.complete(job)
+
+    async def complete(self, job: Job) -> bool:
+        """Report a finished job; a collected file is then saved on this side (SPEC §7)."""
+        ok = self.report(job)
+        if not ok or job.spec.name != "getfile" or job.final is None:
+            return ok
+        result = job.final.get("result") or {}
+        device = str((self.session or {}).get("device") or self.device)
+        try:
+            download = await self.client.download(str(result["download_id"]))
+            saved = await save_to_downloads(self.client, download, self.downloads_dir / safe_name(device), self.err)
+        except LiveResponseError as exc:
+            print(
+                f"getfile: the file is on the server (download {result.get('download_id')}) but saving it "
+                f"here failed: {exc.message}; retry with 'lr downloads get {result.get('download_id')}'",
+                file=self.err,
+                flush=True,
+            )
+            return False
+        print(f"saved {saved} ({download['size']} bytes, sha256 {download['sha256']})", file=self.err, flush=True)
+        return True
 
     def send_foreground_to_background(self) -> None:
         if self.foreground is not None:
@@ -313,7 +345,7 @@ class Shell:
                     print(f"fg: no job {args['id']}; 'jobs' lists them", file=self.err)
                     return False
                 job.background = False
-                return await self.wait_foreground(job) if job.final is None else self.report(job)
+                return await self.wait_foreground(job) if job.final is None else await self.complete(job)
             return await self._status(str(args["id"]), job, parsed)
         print(f"{name}: not handled by this console", file=self.err)
         return False
@@ -347,7 +379,7 @@ class Shell:
             await job.done.wait()
             if not job.reported:
                 print(f"[{job.command_id}] {job.status}: {job.line}", file=self.err, flush=True)
-                ok = self.report(job) and ok
+                ok = await self.complete(job) and ok
             else:
                 ok = ok and job.status == "completed"
         return ok

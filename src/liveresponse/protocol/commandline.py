@@ -222,3 +222,8 @@ def parse_line(line: str) -> ParsedLine:
 def split_parameters(text: str) -> list[str]:
     """The argument vector of ``run -parameters "..."`` (SPEC §5)."""
     return [w.text for w in split_words(text)]
+
+
+def quote_word(text: str) -> str:
+    """A word that parses back to exactly ``text`` (double quotes, inner ones doubled)."""
+    return '"' + text.replace('"', '""') + '"'

@@ -10,6 +10,7 @@ leaves every other backslash alone, so Windows-style paths need no escaping.
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 _HEX = "0123456789abcdefABCDEF"
@@ -53,3 +54,10 @@ def unescape_to_bytes(text: str) -> bytes:
         pos = match.end()
     parts.append(text[pos:].encode("utf-8", "surrogateescape"))
     return b"".join(parts)
+
+
+def resolve_lexically(cwd: str, path: str) -> str:
+    """``path`` against ``cwd`` with ``..`` folded, on the shown (escaped) form — as the agent resolves it."""
+    joined = path if path.startswith("/") else posixpath.join(cwd, path)
+    normal = posixpath.normpath(joined)
+    return "/" + normal.lstrip("/") if normal.startswith("//") else normal

@@ -45,6 +45,9 @@ class Envelope(BaseModel):
     cwd: str = "/"
     timeout_s: float = 600.0
     limits: dict[str, int] = {}
+    # A library file the command uses (putfile, run): name, sha256, size, one-time fetch ticket, and for
+    # scripts the signature, the tenant's publisher keys and whether unsigned scripts are allowed.
+    library: dict[str, Any] = {}
 
 
 def b64(data: bytes) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,28 +16,49 @@ from fastapi.responses import JSONResponse
 
 from liveresponse import __version__
 from liveresponse.protocol.errors import LiveResponseError
-from liveresponse.server.api import auth, commands, console_ws, devices, enroll, sessions
+from liveresponse.server.api import audit, auth, commands, console_ws, devices, downloads, enroll, library, sessions
+from liveresponse.server.api.deps import caller_of
 from liveresponse.server.blobs import BlobStore
 from liveresponse.server.config import ServerConfig
 from liveresponse.server.dispatcher import Dispatcher
 from liveresponse.server.gateway import Gateway
+from liveresponse.server.idle import SWEEP_EVERY_S, IdleReaper
+from liveresponse.server.library import LibraryService
 from liveresponse.server.pki import Pki
 from liveresponse.server.state import AppState
+from liveresponse.server.store.models import User
 from liveresponse.server.store.store import Store
 
 log = logging.getLogger("liveresponse.server")
 
 
-def make_app(config: ServerConfig, store: Store, pki: Pki) -> FastAPI:
+async def _permissions(state: AppState, user: User) -> frozenset[str]:
+    return (await caller_of(state, user)).permissions
+
+
+def make_app(
+    config: ServerConfig,
+    store: Store,
+    pki: Pki,
+    clock: Callable[[], float] = time.time,
+    idle_sweep_s: float = SWEEP_EVERY_S,
+) -> FastAPI:
     gateway = Gateway(store)
     blobs = BlobStore(config.data_dir / "blobs")
     dispatcher = Dispatcher(store, gateway, blobs, pki.command_key())
     state = AppState(config=config, store=store, pki=pki, gateway=gateway, dispatcher=dispatcher, blobs=blobs)
+    idle = IdleReaper(store, dispatcher, clock, idle_sweep_s)  # the lifespan owns its loop (SPEC §6)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await dispatcher.recover()
+        idle_loop = asyncio.create_task(idle.run(), name="idle-sessions")
         yield
+        idle_loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await idle_loop
         await dispatcher.close()
+        dispatcher.receiver.close_all()
 
     app = FastAPI(
         title="liveresponse",
@@ -45,6 +69,9 @@ def make_app(config: ServerConfig, store: Store, pki: Pki) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.lr = state
+    app.state.idle = idle  # tests sweep it by hand with an injected clock
+    app.state.library = LibraryService(store, blobs, lambda user: _permissions(state, user))
+    app.state.library.install(dispatcher.server_commands, dispatcher.envelope_preparers)
 
     @app.exception_handler(LiveResponseError)
     async def _lr_error(_request: Request, exc: LiveResponseError) -> JSONResponse:
@@ -71,6 +98,6 @@ def make_app(config: ServerConfig, store: Store, pki: Pki) -> FastAPI:
     async def agent_connect(websocket: WebSocket) -> None:
         await gateway.serve(websocket)
 
-    for module in (auth, devices, enroll, sessions, commands, console_ws):
+    for module in (auth, devices, enroll, sessions, commands, console_ws, downloads, audit, library):
         app.include_router(module.router)
     return app

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import posixpath
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,23 +26,33 @@ from typing import Any
 
 from liveresponse.protocol import messages as m
 from liveresponse.protocol.catalogue import CommandSpec, ResultShape, Runs, lookup
-from liveresponse.protocol.commandline import ParsedLine, parse_line
+from liveresponse.protocol.commandline import ParsedLine, parse_line, quote_word
 from liveresponse.protocol.errors import (
+    CommandFailed,
     CommandLineError,
     DeviceOffline,
+    FrameError,
+    LimitExceeded,
     LiveResponseError,
     NotFound,
     PermissionDenied,
+    PrerequisiteMissing,
 )
+from liveresponse.protocol.names import resolve_lexically
 from liveresponse.protocol.signing import ENVELOPE_TTL_S, Envelope, sign
+from liveresponse.protocol.transfer import decode_chunk
 from liveresponse.server.blobs import BlobStore
 from liveresponse.server.gateway import AgentLink, Gateway
 from liveresponse.server.rbac import command_permission
 from liveresponse.server.store.models import Command, Device, Session, User
 from liveresponse.server.store.store import AuditEvent, Store
+from liveresponse.server.store.transfer_models import Transfer
+from liveresponse.server.store.transfers import TransferRecords
+from liveresponse.server.transfers import PROGRESS_EVERY_BYTES, FileReceiver
 
 log = logging.getLogger("liveresponse.dispatcher")
 
+EnvelopePreparer = Callable[[Session, User, Device, dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
 ServerCommand = Callable[[Session, User, dict[str, Any]], Awaitable[dict[str, Any] | list[dict[str, Any]]]]
 
 INLINE_OUTPUT_BYTES = 256 * 1024  # larger outputs go to the blob store, with a preview here
@@ -68,6 +79,9 @@ class Running:
     final: dict[str, Any] | None = None
     timeout_handle: asyncio.TimerHandle | None = None
     cancel_requested: bool = False
+    deadline: float = 0.0  # epoch seconds when the command times out
+    transfer_id: str | None = None  # getfile: the transfer this command drives
+    interrupted: bool = False  # getfile: the device went away; resumes when it is back
     logged: asyncio.Future[None] | None = None  # the 'running' row's write
     persisted: asyncio.Event = field(default_factory=asyncio.Event)  # the final row's write
 
@@ -87,6 +101,8 @@ def _preview(text: str) -> str:
 class Dispatcher:
     def __init__(self, store: Store, gateway: Gateway, blobs: BlobStore, signing_key: Any) -> None:
         self.store = store
+        self.transfers = TransferRecords(store)
+        self.receiver = FileReceiver(self.transfers, blobs)
         self.gateway = gateway
         self.blobs = blobs
         self.signing_key = signing_key
@@ -96,16 +112,29 @@ class Dispatcher:
         self.cwd: dict[str, str] = {}
         # Catalogue commands of Runs.SERVER: name -> async handler(session, user, args) -> object or rows.
         self.server_commands: dict[str, ServerCommand] = {}
+        # Agent commands whose envelope needs the server's part first (putfile, run: the library file's
+        # sha256, a fetch ticket, publisher keys): name -> async prepare(session, user, device, args, settings)
+        # -> the envelope's ``library``. A LiveResponseError from it refuses the command before the device.
+        self.envelope_preparers: dict[str, EnvelopePreparer] = {}
         # Console channels listening to a session, for notices (idle warning, session ended).
         self.listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         gateway.on_message = self.on_agent_message
         gateway.on_disconnect = self.on_agent_disconnect
+        gateway.on_connect = self.on_agent_connect
+        gateway.on_chunk = self.on_agent_chunk
 
     # -- submit -------------------------------------------------------------
 
     async def _log_refusal(
-        self, session: Session, user: User, device: Device, line: str, error: LiveResponseError, outcome: str
+        self,
+        session: Session,
+        user: User,
+        device: Device,
+        line: str,
+        error: LiveResponseError,
+        outcome: str,
+        command: str | None = None,
     ) -> str:
         now = time.time()
         row = Command(
@@ -115,7 +144,7 @@ class Dispatcher:
             user_name=user.name,
             device_name=device.name,
             command_line=line,
-            command=None,
+            command=command,  # set for a permission denial: the command is known, and was never sent
             args_json="{}",
             started_at=now,
             ended_at=now,
@@ -123,7 +152,8 @@ class Dispatcher:
             output=None,
             errors=error.message,
         )
-        detail = {"command_id": row.id, "session": session.id, "command_line": line, "error": error.code}
+        detail = {"command_id": row.id, "session": session.id, "device": device.id, "command_line": line}
+        detail["error"] = error.code
         await self.store.add_command(row, AuditEvent(session.tenant_id, user.name, "command", outcome, detail))
         return row.id
 
@@ -155,7 +185,9 @@ class Dispatcher:
                 f"{spec.name} needs the permission {needed} ({spec.tier} tier); your role {user.role} lacks it",
                 permission=str(needed),
             )
-            denied.fields["command_id"] = await self._log_refusal(session, user, device, line, denied, "denied")
+            denied.fields["command_id"] = await self._log_refusal(
+                session, user, device, line, denied, "denied", command=spec.name
+            )
             raise denied
         if spec.runs is Runs.SERVER:
             return await self._run_on_server(session, user, device, line, parsed, spec, subscriber)
@@ -164,6 +196,18 @@ class Dispatcher:
             offline = DeviceOffline(f"device {device.name} went offline; last seen {_iso(device.last_seen)}")
             offline.fields["command_id"] = await self._log_refusal(session, user, device, line, offline, "failure")
             raise offline
+        if spec.prerequisite is not None:
+            await self._require_prerequisite(session, user, device, permissions, line, parsed, spec, settings)
+        library: dict[str, Any] = {}
+        if (prepare := self.envelope_preparers.get(spec.name)) is not None:
+            try:
+                library = await prepare(session, user, device, dict(parsed.args), settings)
+            except LiveResponseError as exc:
+                outcome = "denied" if exc.http_status == 403 else "failure"
+                exc.fields["command_id"] = await self._log_refusal(
+                    session, user, device, line, exc, outcome, command=spec.name
+                )
+                raise
         timeout_s = float(settings[spec.timeout.value])
         now = time.time()
         run = Running(
@@ -191,6 +235,9 @@ class Dispatcher:
             status="running",
         )
         self.running[run.command_id] = run
+        args: dict[str, Any] = dict(parsed.args)
+        if spec.name == "getfile":
+            args.update(await self._open_transfer(run, session, user, device, parsed))
         envelope = Envelope(
             kind="run",
             envelope_id=uuid.uuid4().hex,
@@ -200,13 +247,14 @@ class Dispatcher:
             issued_at=now,
             expires_at=now + ENVELOPE_TTL_S,
             command=spec.name,
-            args=dict(parsed.args),
+            args=args,
             cwd=self.cwd.get(session.id, session.cwd),
             timeout_s=timeout_s,
-            limits={"fileinfo_hash_max_bytes": int(settings["fileinfo_hash_max_bytes"])},
+            limits={k: int(settings[k]) for k in ("fileinfo_hash_max_bytes", "getfile_max_bytes")},
+            library=library,
         )
         # The log row is written while the device works (DR-9): _finish waits for it before its own write.
-        detail = {"command_id": run.command_id, "session": session.id, "command_line": line}
+        detail = {"command_id": run.command_id, "session": session.id, "device": device.id, "command_line": line}
         audit = AuditEvent(session.tenant_id, user.name, "command", "success", detail)
         run.logged = asyncio.ensure_future(self.store.add_command(row, audit, active=True))
         self._settling[run.command_id] = run
@@ -215,8 +263,9 @@ class Dispatcher:
         except Exception:  # the socket died between lookup and send
             await self._finish(run, "failed", None, {"code": "device_offline", "message": "device disconnected"})
             raise DeviceOffline(f"device {device.name} disconnected while the command was sent") from None
+        run.deadline = now + timeout_s
         loop = asyncio.get_running_loop()
-        run.timeout_handle = loop.call_later(timeout_s + 5.0, self._spawn, self._time_out(run, timeout_s))
+        run.timeout_handle = loop.call_later(timeout_s + 5.0, lambda: self._spawn(self._time_out(run, timeout_s)))
         return run
 
     async def _run_on_server(
@@ -256,7 +305,7 @@ class Dispatcher:
             started_at=now,
             status="running",
         )
-        detail = {"command_id": run.command_id, "session": session.id, "command_line": line}
+        detail = {"command_id": run.command_id, "session": session.id, "device": device.id, "command_line": line}
         audit = AuditEvent(session.tenant_id, user.name, "command", "success", detail)
         run.logged = asyncio.ensure_future(self.store.add_command(row, audit, active=True))
         self._settling[run.command_id] = run
@@ -279,6 +328,194 @@ class Dispatcher:
 
         self._spawn(answer())
         return run
+
+    # -- prerequisites and getfile (SPEC §4, §7) ---------------------------------
+
+    async def _require_prerequisite(
+        self,
+        session: Session,
+        user: User,
+        device: Device,
+        permissions: frozenset[str],
+        line: str,
+        parsed: ParsedLine,
+        spec: CommandSpec,
+        settings: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The prerequisite's result for the same entity in this session; with -auto it is run first."""
+        assert spec.prerequisite is not None
+        target = resolve_lexically(self.cwd.get(session.id, session.cwd), str(parsed.args["path"]))
+        found = await self._prerequisite_result(session, spec.prerequisite, target)
+        if found is None and parsed.args.get("auto"):
+            first = await self.submit(
+                session, user, device, permissions, f"{spec.prerequisite} {quote_word(target)}", settings
+            )
+            await first.done.wait()
+            assert first.final is not None
+            if first.final["status"] == "completed":
+                found = first.final["result"]
+            else:
+                reason = (first.final.get("error") or {}).get("message", first.final["status"])
+                failed = CommandFailed(f"{spec.prerequisite} of {target} (run by -auto) failed: {reason}")
+                failed.fields["command_id"] = await self._log_refusal(session, user, device, line, failed, "failure")
+                raise failed
+        if found is None:
+            missing = PrerequisiteMissing(
+                f"{spec.name} needs {spec.prerequisite} of {target} first in this session: "
+                f"run '{spec.prerequisite} {quote_word(target)}', or add -auto",
+                prerequisite=spec.prerequisite,
+            )
+            missing.fields["command_id"] = await self._log_refusal(session, user, device, line, missing, "failure")
+            raise missing
+        if spec.name == "getfile":
+            refusal = _getfile_refusal(found, target, int(settings["getfile_max_bytes"]))
+            if refusal is not None:
+                refusal.fields["command_id"] = await self._log_refusal(session, user, device, line, refusal, "failure")
+                raise refusal
+        return found
+
+    async def _prerequisite_result(self, session: Session, command: str, target: str) -> dict[str, Any] | None:
+        await self.settled(session.id)
+        for row in reversed(await self.store.commands(session.tenant_id, session_id=session.id)):
+            if row.command == command and row.status == "completed" and row.output:
+                try:
+                    result = json.loads(row.output)
+                except ValueError:
+                    continue
+                if isinstance(result, dict) and result.get("path") == target:
+                    return result
+        return None
+
+    async def _open_transfer(
+        self, run: Running, session: Session, user: User, device: Device, parsed: ParsedLine
+    ) -> dict[str, Any]:
+        target = resolve_lexically(self.cwd.get(session.id, session.cwd), str(parsed.args["path"]))
+        transfer = Transfer(
+            id=uuid.uuid4().hex,
+            tenant_id=session.tenant_id,
+            session_id=session.id,
+            command_id=run.command_id,
+            device_id=device.id,
+            device_name=device.name,
+            user_name=user.name,
+            path=target,
+            name=posixpath.basename(target) or "file",
+            received_bytes=0,
+            status="receiving",
+            created_at=time.time(),
+        )
+        await self.transfers.add(transfer)
+        await self.receiver.open(transfer)
+        run.transfer_id = transfer.id
+        return {"path": target, "transfer_id": transfer.id, "offset": 0}
+
+    async def on_agent_chunk(self, link: AgentLink, frame: bytes) -> None:
+        try:
+            chunk = decode_chunk(frame)
+            incoming = await self.receiver.on_chunk(chunk)
+        except (FrameError, OSError) as exc:
+            log.warning("device %s: chunk refused: %s", link.device_id, exc)
+            return
+        if incoming.received - incoming.last_progress >= PROGRESS_EVERY_BYTES:
+            incoming.last_progress = incoming.received
+            run = self.running.get(incoming.transfer.command_id)
+            if run is not None:
+                total = incoming.transfer.size
+                run.publish(
+                    {"type": "progress", "command_id": run.command_id, "bytes": incoming.received, "total": total}
+                )
+
+    async def on_agent_connect(self, link: AgentLink) -> None:
+        """Resume every interrupted transfer of this device from its durable offset."""
+        for run in [r for r in self.running.values() if r.device_id == link.device_id and r.interrupted]:
+            assert run.transfer_id is not None
+            transfer = await self.transfers.get(run.transfer_id)
+            if transfer is None:
+                continue
+            incoming = await self.receiver.open(transfer)
+            run.interrupted = False
+            now = time.time()
+            expect = (
+                None
+                if transfer.size is None
+                else {"size": transfer.size, "mtime_ns": transfer.mtime_ns, "inode": transfer.inode}
+            )
+            envelope = Envelope(
+                kind="run",
+                envelope_id=uuid.uuid4().hex,
+                command_id=run.command_id,
+                device_id=run.device_id,
+                session_id=run.session_id,
+                issued_at=now,
+                expires_at=now + ENVELOPE_TTL_S,
+                command="getfile",
+                args={"path": transfer.path, "transfer_id": transfer.id, "offset": incoming.received, "expect": expect},
+                timeout_s=max(1.0, run.deadline - now),
+                limits={"getfile_max_bytes": transfer.size or 0} if transfer.size is not None else {},
+            )
+            log.info("resuming transfer %s of %s at byte %d", transfer.id, transfer.path, incoming.received)
+            run.publish(
+                {
+                    "type": "progress",
+                    "command_id": run.command_id,
+                    "bytes": incoming.received,
+                    "total": transfer.size,
+                    "resumed": True,
+                }
+            )
+            await link.send(sign(envelope, self.signing_key))
+
+    async def recover(self) -> None:
+        """After a server restart: unfinished transfers wait for their device to come back."""
+        for transfer in await self.transfers.unfinished():
+            row = await self.store.command(transfer.command_id)
+            spec = lookup("getfile")
+            if row is None or spec is None or row.status != "running":
+                await self.receiver.discard(transfer.id, "its command is gone")
+                continue
+            settings = await self.store.settings(transfer.tenant_id)
+            parsed = ParsedLine(line=row.command_line, command="getfile", args=json.loads(row.args_json))
+            run = Running(
+                command_id=row.id,
+                session_id=row.session_id,
+                tenant_id=row.tenant_id,
+                device_id=transfer.device_id,
+                user_name=row.user_name,
+                spec=spec,
+                parsed=parsed,
+                started_at=row.started_at,
+                transfer_id=transfer.id,
+                interrupted=True,
+            )
+            run.deadline = row.started_at + float(settings[spec.timeout.value])
+            self.running[run.command_id] = run
+            self._settling[run.command_id] = run
+            log.info(
+                "transfer %s of %s waits to resume at byte %d", transfer.id, transfer.path, transfer.received_bytes
+            )
+
+    async def _getfile_done(
+        self, run: Running, message: m.Done
+    ) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+        assert run.transfer_id is not None
+        if message.status != "completed" or message.result is None:
+            await self.receiver.discard(run.transfer_id, (message.error or {}).get("message", message.status))
+            return message.status, None, message.error
+        try:
+            transfer = await self.receiver.complete(
+                run.transfer_id, str(message.result.get("sha256")), int(message.result.get("size", -1))
+            )
+        except CommandFailed as exc:
+            return "failed", None, exc.to_wire()
+        result = {
+            "path": transfer.path,
+            "size": transfer.size,
+            "sha256": transfer.sha256,
+            "download_id": transfer.id,
+            "name": transfer.name,
+            "resumed_from": message.result.get("resumed_from", 0),
+        }
+        return "completed", result, None
 
     def notify(self, session_id: str, event: dict[str, Any]) -> None:
         """Tell every console on a session something that is not a command's output."""
@@ -319,7 +556,7 @@ class Dispatcher:
         run.cancel_requested = True
         await self._send_cancel(run)
         loop = asyncio.get_running_loop()
-        loop.call_later(CANCEL_GRACE_S, self._spawn, self._cancel_unconfirmed(run))
+        loop.call_later(CANCEL_GRACE_S, lambda: self._spawn(self._cancel_unconfirmed(run)))
         return run
 
     async def _send_cancel(self, run: Running) -> None:
@@ -353,6 +590,15 @@ class Dispatcher:
         if run is None or run.device_id != link.device_id:
             log.warning("device %s sent results for unknown command %s", link.device_id, message.command_id)
             return
+        if run.transfer_id is not None:
+            if isinstance(message, m.Rows):
+                for row in message.rows:
+                    if row.get("event") == "transfer_start":
+                        await self.receiver.on_start(run.transfer_id, row)
+                return
+            status, result, error = await self._getfile_done(run, message)
+            await self._finish(run, status, result, error)
+            return
         run.rows_json.extend(json.dumps(r, ensure_ascii=False) for r in message.rows)
         run.rows_count += len(message.rows)
         if isinstance(message, m.Rows):
@@ -361,7 +607,14 @@ class Dispatcher:
         await self._finish(run, message.status, message.result, message.error, tail_rows=message.rows)
 
     async def on_agent_disconnect(self, link: AgentLink) -> None:
-        for run in [r for r in self.running.values() if r.device_id == link.device_id]:
+        for run in [r for r in self.running.values() if r.device_id == link.device_id and r.transfer_id]:
+            if not run.cancel_requested:
+                await self.receiver.interrupt(str(run.transfer_id))
+                run.interrupted = True
+                run.publish(
+                    {"type": "notice", "message": "the device disconnected; the transfer resumes when it is back"}
+                )
+        for run in [r for r in self.running.values() if r.device_id == link.device_id and not r.transfer_id]:
             error = {"code": "device_offline", "message": "the device disconnected before the command finished"}
             await self._finish(run, "failed", None, error)
 
@@ -409,6 +662,8 @@ class Dispatcher:
             else:
                 values["output"] = output_text
         run.rows_json = []
+        if run.transfer_id is not None and status != "completed":
+            await self.receiver.discard(run.transfer_id, (error or {}).get("message", status))
         session_values: dict[str, Any] = {"last_activity_at": ended}
         if run.spec.name == "cd" and status == "completed" and result is not None and "cwd" in result:
             session_values["cwd"] = self.cwd[run.session_id] = str(result["cwd"])
@@ -434,3 +689,16 @@ def _iso(ts: float | None) -> str:
     if ts is None:
         return "never"
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _getfile_refusal(info: dict[str, Any], target: str, limit: int) -> LiveResponseError | None:
+    """Refusals decided from the fileinfo result, before any byte moves (SPEC §7)."""
+    kind = info.get("type")
+    if kind != "file":
+        return CommandFailed(f"{target} is a {kind}, not a regular file: getfile collects regular files only")
+    size = int(info.get("size") or 0)
+    if size > limit:
+        return LimitExceeded(
+            f"{target} is {size} bytes, over getfile_max_bytes ({limit} bytes)", size=size, limit=limit
+        )
+    return None

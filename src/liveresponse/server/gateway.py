@@ -51,7 +51,8 @@ class AgentLink:
 
 
 AgentMessageHandler = Callable[[AgentLink, m.Rows | m.Done], Awaitable[None]]
-DisconnectHandler = Callable[[AgentLink], Awaitable[None]]
+LinkHandler = Callable[[AgentLink], Awaitable[None]]
+ChunkHandler = Callable[[AgentLink, bytes], Awaitable[None]]
 
 
 class Gateway:
@@ -59,7 +60,9 @@ class Gateway:
         self.store = store
         self.links: dict[str, AgentLink] = {}
         self.on_message: AgentMessageHandler | None = None
-        self.on_disconnect: DisconnectHandler | None = None
+        self.on_disconnect: LinkHandler | None = None
+        self.on_connect: LinkHandler | None = None
+        self.on_chunk: ChunkHandler | None = None
 
     def link(self, device_id: str) -> AgentLink | None:
         return self.links.get(device_id)
@@ -77,6 +80,8 @@ class Gateway:
         if previous is not None:
             await previous.websocket.close(code=4000, reason="replaced by a newer connection of this device")
         try:
+            if self.on_connect is not None:
+                await self.on_connect(link)
             await self._receive_loop(link)
         finally:
             if self.links.get(link.device_id) is link:
@@ -143,9 +148,16 @@ class Gateway:
     async def _receive_loop(self, link: AgentLink) -> None:
         while True:
             try:
-                frame = await link.websocket.receive_text()
+                received = await link.websocket.receive()
             except (WebSocketDisconnect, RuntimeError):
                 return
+            if received["type"] == "websocket.disconnect":
+                return
+            if received.get("bytes") is not None:
+                if self.on_chunk is not None:
+                    await self.on_chunk(link, received["bytes"])
+                continue
+            frame = received.get("text") or ""
             try:
                 message = m.decode(frame)
             except FrameError as exc:

@@ -41,8 +41,31 @@ TIER_PERMISSION: dict[Tier, Permission | None] = {
 }
 
 
-def permissions_of(role: str) -> frozenset[Permission]:
-    return BUILTIN_ROLES.get(role, frozenset())
+def permissions_of(role: str, custom: frozenset[Permission] | None = None) -> frozenset[Permission]:
+    """A role's permissions: a built-in role's, else the tenant's custom role's (looked up by the caller)."""
+    if role in BUILTIN_ROLES:
+        return BUILTIN_ROLES[role]
+    return custom or frozenset()
+
+
+def parse_permissions(text: str) -> frozenset[Permission]:
+    """``p1,p2`` as given to ``lr admin role add``; an unknown name is an error naming the known ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"name at least one permission; known: {', '.join(Permission)}")
+    unknown = [n for n in names if n not in {str(p) for p in Permission}]
+    if unknown:
+        raise ValueError(f"unknown permission {unknown[0]!r}; known: {', '.join(Permission)}")
+    return frozenset(Permission(n) for n in names)
+
+
+def permissions_on_device(
+    permissions: frozenset[str], group_ids: frozenset[str] | None, device_group_id: str | None
+) -> frozenset[str]:
+    """What a caller may do on one device: all of its role when the assignment covers the device's group."""
+    if group_ids is None or (device_group_id is not None and device_group_id in group_ids):
+        return permissions
+    return frozenset()
 
 
 def command_permission(spec: CommandSpec) -> Permission | None:

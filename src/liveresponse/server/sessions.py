@@ -17,10 +17,22 @@ def _iso(ts: float | None) -> str:
     return "never" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-async def open_session(state: AppState, user: User, device_ref: str) -> tuple[Session, Device]:
+async def open_session(
+    state: AppState, user: User, device_ref: str, group_ids: frozenset[str] | None = None
+) -> tuple[Session, Device]:
+    """``group_ids``: the device groups the user's role is limited to (None: every group, DR-11)."""
     store = state.store
+    found: Device | None = None
     try:
-        device = await store.find_device(user.tenant_id, device_ref)
+        device = found = await store.find_device(user.tenant_id, device_ref)
+        group = await store.group(device.group_id)
+        if group_ids is not None and device.group_id not in group_ids:
+            where = "no group" if group is None else f"group {group.name}"
+            raise PermissionDenied(
+                f"your role {user.role} is limited to other device groups, and device {device.name} is in {where}; "
+                "a user with users.manage (role admin) can extend your assignment ('lr admin role assign')",
+                permission=str(Permission.LIVE_RESPONSE_BASIC),
+            )
         settings = await store.settings(user.tenant_id)
         if not settings["live_response_enabled"]:
             raise SessionRefused(
@@ -28,17 +40,23 @@ async def open_session(state: AppState, user: User, device_ref: str) -> tuple[Se
                 f"{SETTINGS_OWNER} can enable it",
                 setting="live_response_enabled",
             )
-        if device.device_type == "server" and not settings["live_response_servers_enabled"]:
+        device_type = group.device_type if group is not None and group.device_type else device.device_type
+        if device_type == "server" and not settings["live_response_servers_enabled"]:
+            how = (
+                f"group {group.name} marks its devices as servers"
+                if device_type != device.device_type
+                else ("it reported itself as one at enrollment, or its enrollment token said so")
+            )
             raise SessionRefused(
-                f"device {device.name} is a server and live response for servers is disabled "
+                f"device {device.name} is a server ({how}) and live response for servers is disabled "
                 f"(setting live_response_servers_enabled=false); {SETTINGS_OWNER} can enable it",
                 setting="live_response_servers_enabled",
             )
-        group = await store.group(device.group_id)
         if group is not None and group.remediation_level == "none":
             raise SessionRefused(
-                f"device {device.name} is in group {group.name}, whose remediation level is none: no session "
-                "can open there; a user with settings.manage can change the group's level",
+                f"device {device.name} is in group {group.name}, whose automation remediation level is none: no "
+                f"session can open there; a user with settings.manage (roles security-admin or admin) can raise "
+                f"it, e.g. 'lr admin group set {group.name} --remediation-level semi'",
                 setting="remediation_level",
             )
         if not state.gateway.is_online(device.id):
@@ -47,25 +65,32 @@ async def open_session(state: AppState, user: User, device_ref: str) -> tuple[Se
                 last_seen=_iso(device.last_seen),
             )
         session = await store.open_session(user.tenant_id, device, user, cwd="/")
-    except (SessionRefused, DeviceOffline, NotFound) as exc:
-        detail = {"device": device_ref, "reason": exc.message}
+    except (SessionRefused, DeviceOffline, NotFound, PermissionDenied) as exc:
+        detail = {"device": device_ref if found is None else found.id, "reason": exc.message}
         await store.audit(AuditEvent(user.tenant_id, user.name, "session.open", "denied", detail))
         raise
     return session, device
 
 
 async def end_session(state: AppState, user: User, permissions: frozenset[str], session_id: str) -> Session:
+    """End one's own session; ending another user's needs users.manage (an administrator, SPEC §6)."""
     session = await state.store.session(session_id)
     if session is None or session.tenant_id != user.tenant_id:
         raise NotFound(f"no session {session_id}")
     if session.user_id != user.id and str(Permission.USERS_MANAGE) not in permissions:
+        detail = {"session": session_id, "needs": str(Permission.USERS_MANAGE), "action": "end another's session"}
+        await state.store.audit(AuditEvent(user.tenant_id, user.name, "session.close", "denied", detail))
         raise PermissionDenied(
             f"session {session_id} belongs to another user; ending it needs the permission {Permission.USERS_MANAGE}",
             permission=str(Permission.USERS_MANAGE),
         )
+    if session.ended_at is not None:
+        return session
     for run in [r for r in state.dispatcher.running.values() if r.session_id == session_id]:
         await state.dispatcher.cancel(run.command_id)
     await state.dispatcher.settled(session_id)
-    ended = await state.store.end_session(session_id, "ended by " + user.name, user.name)
+    reason = "ended by " + user.name
+    ended = await state.store.end_session(session_id, reason, user.name)
     assert ended is not None
+    state.dispatcher.notify(session_id, {"type": "session_ended", "reason": reason})
     return ended

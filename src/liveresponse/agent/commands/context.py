@@ -28,13 +28,33 @@ class Cancelled(Exception):
     """Raised inside a handler when the analyst cancelled the command."""
 
 
+class CommandEnded(Exception):
+    """Raised by a handler that ends other than ``completed`` but has a result to keep (run: a non-zero
+    exit, -timeout, a cancel, with the output so far). ``status`` is a Done status."""
+
+    def __init__(self, status: str, code: str, message: str, result: Row) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.result = result
+
+
 @dataclass
 class CommandContext:
     cwd: str = "/"
     # Collector root: another file-system root (a mounted image); "/" is the live system.
     root: str = "/"
     fileinfo_hash_max_bytes: int = 10 * 1024**3
+    getfile_max_bytes: int = 3 * 1024**3
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    # Set by the runner: send file bytes (transfer id, offset, data) and report an event row at once.
+    upload: Callable[[str, int, bytes], None] | None = None
+    report: Callable[[Row], None] | None = None
+    # Set by the runner for putfile and run: the envelope's library file, and the agent's working folder
+    # (agent/workfolder.py; typed loosely so this module stays free of the agent's I/O).
+    library: dict[str, Any] = field(default_factory=dict)
+    files: Any = None
 
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from liveresponse.protocol.errors import NotFound
+from liveresponse.server.api.audit import device_id_of, parse_time
 from liveresponse.server.api.deps import Caller, app_state, requires
 from liveresponse.server.api.views import command_row
 from liveresponse.server.rbac import Permission
+from liveresponse.server.store.governance import CommandQuery
 
 router = APIRouter()
 Responder = Annotated[Caller, Depends(requires(Permission.LIVE_RESPONSE_BASIC))]
@@ -40,7 +42,30 @@ async def cancel_command(command_id: str, request: Request, caller: Responder) -
 
 
 @router.get("/api/v1/log")
-async def command_log(request: Request, caller: Responder) -> list[dict[str, Any]]:
+async def command_log(
+    request: Request,
+    caller: Responder,
+    user: Annotated[str | None, Query(max_length=200)] = None,
+    device: Annotated[str | None, Query(max_length=255)] = None,
+    type: Annotated[str | None, Query(max_length=50, description="command name, e.g. dir")] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    session: Annotated[str | None, Query(max_length=40)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> list[dict[str, Any]]:
+    """The tenant's command log, searched (SPEC §9; ``lr log``)."""
     state = app_state(request)
     await state.dispatcher.settled()
-    return [command_row(c) for c in await state.store.commands(caller.tenant_id)]
+    query = CommandQuery(
+        tenant_id=caller.tenant_id,
+        user=user,
+        device_id=await device_id_of(state, caller, device),
+        command=type,
+        status=status,
+        session_id=session,
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+        limit=limit,
+    )
+    return [command_row(c) for c in await state.store.search_commands(query)]

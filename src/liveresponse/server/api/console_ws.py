@@ -77,7 +77,7 @@ async def console_channel(websocket: WebSocket, session_id: str) -> None:
                     try:
                         session, device, settings = await command_context(state, caller, session_id)
                         run: Running = await state.dispatcher.submit(
-                            session, caller.user, device, caller.permissions, message["line"], settings, queue
+                            session, caller.user, device, caller.on(device), message["line"], settings, queue
                         )
                     except LiveResponseError as exc:
                         async with send_lock:

@@ -8,6 +8,7 @@ cached beyond one request (SPEC §3).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from fastapi import Request, WebSocket
 
 from liveresponse.protocol.errors import AuthError, PermissionDenied
 from liveresponse.server.credentials import token_hash
-from liveresponse.server.rbac import Permission, permissions_of
+from liveresponse.server.rbac import BUILTIN_ROLES, Permission, permissions_of, permissions_on_device
 from liveresponse.server.state import AppState
-from liveresponse.server.store.models import User
+from liveresponse.server.store.models import Device, User
 from liveresponse.server.store.store import AuditEvent
 
 PUBLIC_ROUTES = {
@@ -31,17 +32,28 @@ PUBLIC_ROUTES = {
     "/api/v1/enroll/ca",
     "/api/v1/health",
     "/agent/v1/connect",
+    "/agent/v1/blobs/{sha256}",  # the agent's fetch of a library file: a one-time ticket from a signed envelope
 }
 
 
 @dataclass(frozen=True)
 class Caller:
+    """Who calls, with the permissions of their role; ``group_ids`` limits the role to those device groups
+    (None: every group, DR-11). Route checks use ``permissions``; anything about one device uses ``on``."""
+
     user: User
     permissions: frozenset[str]
+    group_ids: frozenset[str] | None = None
 
     @property
     def tenant_id(self) -> str:
         return self.user.tenant_id
+
+    def on(self, device: Device) -> frozenset[str]:
+        return permissions_on_device(self.permissions, self.group_ids, device.group_id)
+
+    def sees(self, device: Device) -> bool:
+        return Permission.DEVICES_READ in self.on(device)
 
 
 def app_state(request: Request) -> AppState:
@@ -59,18 +71,30 @@ async def caller_from_header(state: AppState, authorization: str | None) -> Call
     user = await state.store.token_owner(token_hash(_bearer(authorization)), time.time())
     if user is None:
         raise AuthError("the credential is unknown, expired or revoked: sign in again with 'lr login'")
-    return Caller(user, frozenset(str(p) for p in permissions_of(user.role)))
+    return await caller_of(state, user)
 
 
-async def check(state: AppState, caller: Caller, permission: Permission, action: str) -> None:
-    if str(permission) not in caller.permissions:
-        await state.store.audit(
-            AuditEvent(
-                caller.tenant_id, caller.user.name, "denied", "denied", {"action": action, "needs": str(permission)}
-            )
-        )
+async def caller_of(state: AppState, user: User) -> Caller:
+    """A user's permissions, read now (SPEC §3: roles are never cached beyond the request)."""
+    custom = None
+    if user.role not in BUILTIN_ROLES:
+        role = await state.store.role(user.tenant_id, user.role)
+        custom = None if role is None else frozenset(Permission(p) for p in role.permissions.split(",") if p)
+    groups = None if user.group_ids is None else frozenset(json.loads(user.group_ids))
+    return Caller(user, frozenset(str(p) for p in permissions_of(user.role, custom)), groups)
+
+
+async def check(
+    state: AppState, caller: Caller, permission: Permission, action: str, held: frozenset[str] | None = None
+) -> None:
+    """Refuse (audited, naming the permission) unless ``held`` (default: the caller's role) has ``permission``."""
+    if str(permission) not in (caller.permissions if held is None else held):
+        detail = {"action": action, "needs": str(permission)}
+        await state.store.audit(AuditEvent(caller.tenant_id, caller.user.name, "denied", "denied", detail))
+        scope = "" if held is None else " on this device (the role is limited to other device groups)"
         raise PermissionDenied(
-            f"{action} needs the permission {permission}; your role {caller.user.role} lacks it",
+            f"{action} needs the permission {permission}; your role {caller.user.role} lacks it{scope}; "
+            "a user with users.manage (role admin) can change your role",
             permission=str(permission),
         )
 

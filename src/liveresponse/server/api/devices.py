@@ -20,6 +20,8 @@ async def list_devices(
     state = app_state(request)
     rows = []
     for device in await state.store.devices(caller.tenant_id):
+        if not caller.sees(device):  # a role limited to device groups sees those groups' devices (DR-11)
+            continue
         group = await state.store.group(device.group_id)
         rows.append(device_row(device, group, state.gateway.is_online(device.id)))
     return rows

@@ -55,7 +55,7 @@ async def command_context(state: AppState, caller: Caller, session_id: str) -> t
 @router.post("/api/v1/sessions")
 async def open_session(body: OpenBody, request: Request, caller: Responder) -> dict[str, Any]:
     state = app_state(request)
-    session, device = await session_rules.open_session(state, caller.user, body.device)
+    session, device = await session_rules.open_session(state, caller.user, body.device, caller.group_ids)
     return session_row(session, caller.user, device)
 
 
@@ -88,7 +88,7 @@ async def run_command(session_id: str, body: CommandBody, request: Request, call
     """Send one console line; with ``wait_s`` the answer waits up to that long for the end."""
     state = app_state(request)
     session, device, settings = await command_context(state, caller, session_id)
-    run = await state.dispatcher.submit(session, caller.user, device, caller.permissions, body.command_line, settings)
+    run = await state.dispatcher.submit(session, caller.user, device, caller.on(device), body.command_line, settings)
     if body.wait_s:
         with contextlib.suppress(TimeoutError):  # still running: the answer says so
             await asyncio.wait_for(run.persisted.wait(), body.wait_s)

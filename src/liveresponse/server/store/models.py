@@ -30,6 +30,24 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(100))
     password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # The role assignment's scope (DR-11): a JSON list of device group ids, or NULL for every group.
+    group_ids: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Sign-in rate limiting (DR-11): failures in the current window, and the lock they led to.
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_failed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    locked_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Role(Base):
+    """A custom role of one tenant (SPEC §8); the built-in roles live in rbac.py."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    permissions: Mapped[str] = mapped_column(Text)  # comma-separated permission names, sorted
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class ApiToken(Base):
@@ -50,6 +68,8 @@ class DeviceGroup(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     name: Mapped[str] = mapped_column(String(100))
     remediation_level: Mapped[str] = mapped_column(String(10))
+    # When set, every device of the group counts as this type (workstation/server) for the gates of SPEC §6.
+    device_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
 
 class EnrollToken(Base):
@@ -61,6 +81,8 @@ class EnrollToken(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     uses_left: Mapped[int] = mapped_column(Integer)
+    # When set, devices enrolled with this token get this type whatever the agent reports.
+    device_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
 
 class Device(Base):

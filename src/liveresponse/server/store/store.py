@@ -29,6 +29,7 @@ from liveresponse.protocol.errors import Conflict, NotFound, SessionRefused
 from liveresponse.server.ids import new_id
 from liveresponse.server.settings_keys import SETTING_KEYS, encode_value, parse_value
 from liveresponse.server.store.engine import is_sqlite, make_async_engine, make_sqlite_engine
+from liveresponse.server.store.governance import GovernanceOps
 from liveresponse.server.store.migrations import upgrade_to_head
 from liveresponse.server.store.models import (
     ApiToken,
@@ -108,7 +109,7 @@ class InlineSession:
 Tx = AsyncSession | InlineSession
 
 
-class Store:
+class Store(GovernanceOps):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_async_engine(url)  # PostgreSQL traffic; on SQLite only schema tools use it
@@ -247,7 +248,15 @@ class Store:
             raise NotFound(f"no tenant named {name!r}")
         return tenant
 
-    async def add_user(self, tenant_id: str, name: str, role: str, password_hash: str | None, actor: str) -> User:
+    async def add_user(
+        self,
+        tenant_id: str,
+        name: str,
+        role: str,
+        password_hash: str | None,
+        actor: str,
+        group_ids: list[str] | None = None,
+    ) -> User:
         async with self.tx() as db:
             exists = await db.execute(select(User).where(User.tenant_id == tenant_id, User.name == name))
             if exists.scalar_one_or_none() is not None:
@@ -259,11 +268,11 @@ class Store:
                 role=role,
                 password_hash=password_hash,
                 created_at=time.time(),
+                group_ids=None if group_ids is None else json.dumps(sorted(group_ids)),
             )
             db.add(user)
-            await self._append_audit(
-                db, AuditEvent(tenant_id, actor, "user.add", "success", {"user": name, "role": role})
-            )
+            detail = {"user": name, "role": role, "groups": group_ids}
+            await self._append_audit(db, AuditEvent(tenant_id, actor, "user.add", "success", detail))
             return user
 
     async def user_by_name(self, tenant_id: str, name: str) -> User | None:
@@ -328,7 +337,14 @@ class Store:
             return await db.get(DeviceGroup, group_id)
 
     async def add_enroll_token(
-        self, tenant_id: str, group_id: str | None, secret_hash: str, expires_at: float, uses: int, actor: str
+        self,
+        tenant_id: str,
+        group_id: str | None,
+        secret_hash: str,
+        expires_at: float,
+        uses: int,
+        actor: str,
+        device_type: str | None = None,
     ) -> EnrollToken:
         async with self.tx() as db:
             tok = EnrollToken(
@@ -339,9 +355,10 @@ class Store:
                 created_at=time.time(),
                 expires_at=expires_at,
                 uses_left=uses,
+                device_type=device_type,
             )
             db.add(tok)
-            detail = {"enroll_token": tok.id, "uses": uses, "expires_at": expires_at}
+            detail = {"enroll_token": tok.id, "uses": uses, "expires_at": expires_at, "device_type": device_type}
             await self._append_audit(db, AuditEvent(tenant_id, actor, "enroll_token.create", "success", detail))
             return tok
 
@@ -364,7 +381,7 @@ class Store:
                 group_id=tok.group_id,
                 name=name,
                 os=os_name,
-                device_type=device_type,
+                device_type=tok.device_type or device_type,  # the token's type wins over the agent's report
                 public_key=public_key,
                 agent_version=agent_version,
                 enrolled_at=now,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
+from liveresponse.server.store import (
+    library_models,  # noqa: F401 - registers its tables on Base
+    transfer_models,  # noqa: F401 - registers its tables on Base
+)
 from liveresponse.server.store.models import Base
 
 connection = context.config.attributes["connection"]

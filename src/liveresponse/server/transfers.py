@@ -1,0 +1,149 @@
+"""The server's side of getfile: part files, the durable offset, verification, publication (SPEC §7).
+
+Chunks are appended to ``blobs/tmp/<transfer>.part`` and hashed as they come.
+Every DURABLE_EVERY_BYTES the part file is fsynced and the offset recorded in
+the store: that offset is where a transfer resumes after a dropped
+connection, an agent restart or a server restart (the part file is cut back
+to it). At the end the device's sha256 must equal the server's; only then is
+the part fsynced and published, atomically, as a content-addressed blob.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liveresponse.protocol.errors import CommandFailed, FrameError
+from liveresponse.protocol.transfer import Chunk
+from liveresponse.server.blobs import BlobStore
+from liveresponse.server.store.transfer_models import Transfer
+from liveresponse.server.store.transfers import TransferRecords
+
+log = logging.getLogger("liveresponse.transfers")
+
+DURABLE_EVERY_BYTES = 64 * 1024 * 1024
+PROGRESS_EVERY_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Incoming:
+    transfer: Transfer
+    fd: int
+    received: int
+    durable: int
+    hasher: Any = field(default_factory=hashlib.sha256)
+    last_progress: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class FileReceiver:
+    def __init__(self, records: TransferRecords, blobs: BlobStore) -> None:
+        self.records = records
+        self.blobs = blobs
+        self.incoming: dict[str, Incoming] = {}
+
+    def part_path(self, transfer_id: str) -> str:
+        return str(self.blobs.tmp / f"{transfer_id}.part")
+
+    async def open(self, transfer: Transfer) -> Incoming:
+        """Open (or reopen, cut back to its durable offset) the part file of a transfer."""
+        durable = transfer.received_bytes
+        fd = os.open(self.part_path(transfer.id), os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(fd, durable)
+        hasher = hashlib.sha256()
+        if durable:
+            await asyncio.to_thread(_hash_prefix, fd, durable, hasher)
+        os.lseek(fd, durable, os.SEEK_SET)
+        incoming = Incoming(transfer, fd, durable, durable, hasher, last_progress=durable)
+        self.incoming[transfer.id] = incoming
+        return incoming
+
+    async def on_start(self, transfer_id: str, event: dict[str, Any]) -> None:
+        incoming = self.incoming.get(transfer_id)
+        if incoming is None:
+            return
+        identity = {k: int(event[k]) for k in ("size", "mtime_ns", "inode")}
+        if incoming.transfer.size is None:
+            incoming.transfer.size = identity["size"]
+            await self.records.update(transfer_id, **identity)
+
+    async def on_chunk(self, chunk: Chunk) -> Incoming:
+        incoming = self.incoming.get(chunk.transfer_id)
+        if incoming is None:
+            raise FrameError(f"chunk for unknown transfer {chunk.transfer_id}")
+        if chunk.offset != incoming.received:
+            raise FrameError(f"chunk at offset {chunk.offset}, expected {incoming.received}: refused")
+        os.write(incoming.fd, chunk.data)
+        incoming.hasher.update(chunk.data)
+        incoming.received += len(chunk.data)
+        if incoming.received - incoming.durable >= DURABLE_EVERY_BYTES:
+            await self.make_durable(incoming)
+        return incoming
+
+    async def make_durable(self, incoming: Incoming) -> None:
+        await asyncio.to_thread(os.fsync, incoming.fd)
+        incoming.durable = incoming.received
+        await self.records.update(incoming.transfer.id, received_bytes=incoming.durable)
+
+    async def interrupt(self, transfer_id: str) -> None:
+        """The device went away mid-transfer: keep what arrived, to resume from there."""
+        incoming = self.incoming.pop(transfer_id, None)
+        if incoming is None:
+            return
+        await self.make_durable(incoming)
+        os.close(incoming.fd)
+        await self.records.update(transfer_id, status="interrupted")
+
+    async def complete(self, transfer_id: str, device_sha256: str, device_size: int) -> Transfer:
+        incoming = self.incoming.pop(transfer_id, None)
+        if incoming is None:
+            raise CommandFailed(f"transfer {transfer_id} is not open on this server")
+        try:
+            ours = incoming.hasher.hexdigest()
+            if incoming.received != device_size or ours != device_sha256:
+                raise CommandFailed(
+                    f"the copy does not match the device: {incoming.received} bytes with sha256 {ours}, "
+                    f"the device read {device_size} bytes with sha256 {device_sha256}; nothing is kept"
+                )
+            await asyncio.to_thread(os.fsync, incoming.fd)
+        except BaseException:
+            os.close(incoming.fd)
+            await self.discard(transfer_id, "sha256 mismatch")
+            raise
+        os.close(incoming.fd)
+        await asyncio.to_thread(self.blobs.publish, Path(self.part_path(transfer_id)), ours)
+        await self.records.finish(transfer_id, "complete", ours, None, incoming.received)
+        incoming.transfer.sha256 = ours
+        incoming.transfer.size = incoming.received
+        return incoming.transfer
+
+    async def discard(self, transfer_id: str, error: str) -> None:
+        incoming = self.incoming.pop(transfer_id, None)
+        if incoming is not None:
+            os.close(incoming.fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.part_path(transfer_id))
+        await self.records.finish(transfer_id, "failed", None, error, 0)
+
+    def close_all(self) -> None:
+        for incoming in self.incoming.values():
+            os.close(incoming.fd)
+        self.incoming.clear()
+
+
+def _hash_prefix(fd: int, length: int, hasher: Any) -> None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    remaining = length
+    while remaining:
+        block = os.read(fd, min(remaining, 4 * 1024 * 1024))
+        if not block:
+            raise CommandFailed("the part file is shorter than its recorded offset")
+        hasher.update(block)
+        remaining -= len(block)
