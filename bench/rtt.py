@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from liveresponse.client.api import Client
@@ -60,7 +61,8 @@ async def time_ours(cluster: Cluster, directory: Path, runs: int) -> list[float]
     return times
 
 
-def time_ssh(directory: Path, runs: int, work: Path) -> list[float] | str:
+def start_sshd(work: Path) -> tuple[list[str], Callable[[], None]] | str:
+    """An sshd on a spare loopback port with a throwaway key; returns the ssh command prefix and a stopper."""
     sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
     if sshd is None:
         return "sshd not installed (apt-get install openssh-server)"
@@ -77,7 +79,6 @@ def time_ssh(directory: Path, runs: int, work: Path) -> list[float] | str:
     )
     os.makedirs("/run/sshd", exist_ok=True)
     daemon = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
-    control = work / "cm"
     base = [
         "ssh",
         "-p",
@@ -91,18 +92,32 @@ def time_ssh(directory: Path, runs: int, work: Path) -> list[float] | str:
         "-o",
         "ControlMaster=auto",
         "-o",
-        f"ControlPath={control}",
+        f"ControlPath={work / 'cm'}",
         "-o",
         "ControlPersist=60",
         "-o",
         "LogLevel=ERROR",
         "127.0.0.1",
     ]
+    for _ in range(50):
+        if subprocess.run([*base, "true"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+
+    def stop() -> None:
+        subprocess.run([*base, "-O", "exit"], capture_output=True)
+        daemon.terminate()
+        daemon.wait(10)
+
+    return base, stop
+
+
+def time_ssh(directory: Path, runs: int, work: Path) -> list[float] | str:
+    started = start_sshd(work)
+    if isinstance(started, str):
+        return started
+    base, stop = started
     try:
-        for _ in range(50):
-            if subprocess.run([*base, "true"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
         times: list[float] = []
         for i in range(runs + 20):
             start = time.perf_counter()
@@ -114,9 +129,7 @@ def time_ssh(directory: Path, runs: int, work: Path) -> list[float] | str:
                 times.append(elapsed)
         return times
     finally:
-        subprocess.run([*base, "-O", "exit"], capture_output=True)
-        daemon.terminate()
-        daemon.wait(10)
+        stop()
 
 
 def main() -> int:

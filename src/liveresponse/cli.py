@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from liveresponse import __version__
+from liveresponse.client import library_args
 from liveresponse.protocol.errors import LiveResponseError
 
 DEFAULT_DATA = Path.home() / ".local" / "share" / "liveresponse"
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings_show.add_argument("--output", choices=("json", "table"), default="table")
     audit = admin_sub.add_parser("audit").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify")
+    publisher = admin_sub.add_parser("publisher").add_subparsers(dest="publisher_command", required=True)
+    publisher_add = publisher.add_parser("add", help="trust a script publisher's Ed25519 key (PEM, OpenSSH, base64)")
+    publisher_add.add_argument("name")
+    publisher_add.add_argument("pubkey", help="a public key file (e.g. KEY.pub from lr library keygen) or the key")
+    publisher_add.add_argument("--tenant")
 
     agent = sub.add_parser("agent", help="enroll or run the agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
@@ -127,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent_run = agent_sub.add_parser("run")
     agent_run.add_argument("--state")
     agent_run.add_argument("--root", default="/", help="collector root: examine another file-system root")
+    agent_run.add_argument(
+        "--boot-id-file",
+        default=os.environ.get("LR_AGENT_BOOT_ID_FILE"),
+        help="where the boot id is read (default /proc/sys/kernel/random/boot_id; env LR_AGENT_BOOT_ID_FILE)",
+    )
+    library_args.add_parser(sub)
 
     login = sub.add_parser("login", help="sign in and store a credential")
     login.add_argument("--server", required=True)
@@ -299,7 +311,15 @@ def dispatch(args: argparse.Namespace) -> int:
             return 0
         from liveresponse.agent.transport import run as run_agent
 
-        return run_agent(_agent_state(args.state), root=args.root)
+        boot_id_file = Path(args.boot_id_file) if args.boot_id_file else None
+        return run_agent(_agent_state(args.state), root=args.root, boot_id_file=boot_id_file)
+    if args.command == "library":
+        from liveresponse.client import library as library_cli
+
+        if args.library_command == "keygen":
+            print(f"signing key {args.key}; public key {library_cli.keygen(Path(args.key))}")
+            return 0
+        return asyncio.run(library_cli.library_main(args, _print_rows))
     if args.command == "login":
         return _login(args)
     if args.command in ("devices", "sessions", "log", "downloads", "audit"):

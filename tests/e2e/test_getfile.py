@@ -90,7 +90,7 @@ def test_refusals_before_any_byte_moves(cluster: Cluster, tmp_path: Path) -> Non
         over.write_bytes(b"a" * (limit + 1))
         sparse = tmp_path / "sparse"
         with open(sparse, "wb") as fh:
-            fh.truncate(10 * 1024**3)  # 10 GiB logical, nothing on disk
+            fh.truncate(20 * 1024**3)  # 20 GiB logical, nothing on disk (and over the hashing limit)
         ok = cluster.console(f"getfile {quote(str(at_limit))} -auto", cwd=tmp_path)
         assert ok.returncode == 0, ok.stderr
         refused = cluster.console(
@@ -98,7 +98,7 @@ def test_refusals_before_any_byte_moves(cluster: Cluster, tmp_path: Path) -> Non
         )
         assert refused.returncode == 1
         assert f"{over} is 1001 bytes, over getfile_max_bytes (1000 bytes)" in refused.stderr
-        assert f"{sparse} is 10737418240 bytes, over getfile_max_bytes (1000 bytes)" in refused.stderr
+        assert f"{sparse} is 21474836480 bytes, over getfile_max_bytes (1000 bytes)" in refused.stderr
     finally:
         cluster.admin("settings", "set", "getfile_max_bytes", str(3 * 1024**3))
     with cluster.api() as api:
@@ -106,9 +106,10 @@ def test_refusals_before_any_byte_moves(cluster: Cluster, tmp_path: Path) -> Non
     assert not any(r["path"] in (str(over), str(sparse)) for r in rows)  # no transfer was even opened
 
 
-@pytest.fixture()
-def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path / "cluster").start()
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster of its own: these tests kill its agent and its server."""
+    running = Cluster(tmp_path_factory.mktemp("own") / "cluster").start()
     try:
         yield running
     finally:

@@ -68,9 +68,9 @@ class Fleet:
         state = c.base / "fleet"
         state.mkdir()
         with open(c.base / "fleet.log", "ab") as log:
+            args = ["--server", c.url, "--token", token, "--count", str(FLEET), "--state", str(state)]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "liveresponse.testing.fleet", "--server", c.url, "--token", token]
-                + ["--count", str(FLEET), "--state", str(state)],
+                [sys.executable, "-m", "liveresponse.testing.fleet", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -92,7 +92,7 @@ class Fleet:
         """Responders added through the store, as ``lr admin`` does (one process instead of 2 x count)."""
 
         async def add() -> list[str]:
-            store = Store(self.cluster.db_url or f"sqlite+aiosqlite:///{self.cluster.data / 'liveresponse.db'}")
+            store = _store(self.cluster)
             try:
                 tenant = await store.tenant_by_name("default")
                 names = []
@@ -159,8 +159,22 @@ def _end_all(cluster: Cluster, responses: list[httpx.Response]) -> None:
 
 
 def _settings(cluster: Cluster, **values: int) -> None:
-    for key, value in values.items():
-        cluster.admin("settings", "set", key, str(value))
+    """What ``lr admin settings set`` does, for several keys in one process."""
+
+    async def apply() -> None:
+        store = _store(cluster)
+        try:
+            tenant = await store.tenant_by_name("default")
+            for key, value in values.items():
+                await store.set_setting(tenant.id, key, str(value), "admin-cli")
+        finally:
+            await store.close()
+
+    asyncio.run(apply())
+
+
+def _store(cluster: Cluster) -> Store:
+    return Store(cluster.db_url or f"sqlite+aiosqlite:///{cluster.data / 'liveresponse.db'}")
 
 
 def test_fifty_attempts_on_one_device_give_one_session(fleet: Fleet) -> None:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -138,10 +139,8 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             return
         if wait_s is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(wait_s)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def run_process(
@@ -189,7 +188,7 @@ def run_process(
     try:
         while not all(s.eof for s in streams.values()):
             for key, _ in selector.select(timeout=0.05):
-                fd = int(key.fd)  # type: ignore[call-overload]
+                fd = int(key.fd)
                 stream = streams[fd]
                 data = os.read(fd, READ_BYTES)
                 if not data:

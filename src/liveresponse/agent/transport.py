@@ -155,6 +155,7 @@ class Agent:
 
 def run(state_dir: Path, root: str = "/", boot_id_file: Path | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines would log fetch tickets
     agent = Agent(state_dir, root=root, boot_id_file=boot_id_file)
     print(f"liveresponse agent {agent.identity.device_id} -> {agent.identity.server_url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -1,4 +1,4 @@
-"""``lr library``: list, upload, delete, sign, keygen (SPEC §3, §5, §7; DR-11).
+"""``lr library``: list, upload, delete, sign, keygen (SPEC §3, §5, §7; DR-13).
 
 Uploads stream the file from disk with its Content-Length (never held whole in
 memory). ``sign`` hashes the local file, signs its sha256 statement with an
@@ -92,28 +92,6 @@ def keygen(key_path: Path) -> Path:
     pub_path = key_path.with_name(key_path.name + ".pub")
     pub_path.write_bytes(public)
     return pub_path
-
-
-def add_parser(sub: Any) -> None:
-    library = sub.add_parser("library", help="the tenant library: list, upload, delete, sign, keygen")
-    actions = library.add_subparsers(dest="library_command", required=True)
-    listing = actions.add_parser("list")
-    listing.add_argument("--output", choices=("json", "table"), default="table")
-    up = actions.add_parser("upload")
-    up.add_argument("file")
-    up.add_argument("--name", help="library name (default: the file's name)")
-    up.add_argument("--description", default="")
-    up.add_argument("--parameters-description")
-    up.add_argument("--overwrite", action="store_true")
-    up.add_argument("--output", choices=("json", "table"), default="table")
-    rm = actions.add_parser("delete")
-    rm.add_argument("name")
-    signing = actions.add_parser("sign", help="sign FILE (already uploaded under its name) with an Ed25519 key")
-    signing.add_argument("file")
-    signing.add_argument("--key", required=True, help="PEM PKCS8 (lr library keygen) or OpenSSH ed25519 key")
-    signing.add_argument("--name", help="library name (default: the file's name)")
-    gen = actions.add_parser("keygen", help="make a signing key KEY and its public key KEY.pub")
-    gen.add_argument("key")
 
 
 async def library_main(args: argparse.Namespace, print_rows: Any) -> int:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from liveresponse.client.api import ApiError, Client, ConnectError, ConsoleChannel
 from liveresponse.client.files import safe_name
+from liveresponse.console import script_output
 from liveresponse.console.progress import save_to_downloads
 from liveresponse.console.renderer import render_command_help, render_help, render_json, render_table
 from liveresponse.protocol.catalogue import CommandSpec, ResultShape, Runs, lookup
@@ -40,6 +41,7 @@ class Job:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     background: bool = False
     reported: bool = False
+    live_rows: int = 0  # rows already written as they arrived (run's output, console/script_output.py)
 
     @property
     def status(self) -> str:
@@ -154,6 +156,9 @@ class Shell:
             job = self.jobs.get(str(event["command_id"]))
             if job is not None:
                 job.rows.extend(event["rows"])
+                if job.spec.name == "run" and self._run_live(job):
+                    script_output.write_rows(job.rows[job.live_rows :], self.out, self.err)
+                    job.live_rows = len(job.rows)
         elif kind == "done":
             job = self.jobs.get(str(event["command_id"]))
             if job is not None:
@@ -274,6 +279,8 @@ class Shell:
         if self.trace:
             total = (time.monotonic() - job.sent_at) * 1000
             print(f"[trace] {job.command_id} {status} rows={len(job.rows)} total {total:.1f} ms", file=self.err)
+        if job.spec.name == "run":
+            return self._report_run(job, status)
         if status != "completed":
             error = final.get("error") or {}
             print(f"{job.spec.name}: {status}: {error.get('message', status)}", file=self.err, flush=True)
@@ -282,6 +289,29 @@ class Shell:
         if job.spec.name == "cd" and isinstance(value, dict) and "cwd" in value:
             self.cwd = str(value["cwd"])
         self.emit(job.spec, job.parsed, value)
+        return True
+
+    def _run_live(self, job: Job) -> bool:
+        fmt = job.parsed.output or self.default_output or "table"
+        return script_output.shows_live(fmt, job.parsed.redirect, job.background)
+
+    def _report_run(self, job: Job, status: str) -> bool:
+        """run shows the script's own output, live where it can; a failed run still shows it (SPEC §5)."""
+        final = job.final or {}
+        result = final.get("result")
+        fmt = job.parsed.output or self.default_output or "table"
+        if fmt == "json":
+            if result is not None:
+                self.emit(job.spec, job.parsed, result)
+        else:
+            printed = job.live_rows if self._run_live(job) else 0
+            written = script_output.finish(job.rows, printed, result, fmt, job.parsed.redirect, self.out, self.err)
+            if written is not None:
+                print(f"output written to {written}", file=self.err, flush=True)
+        if status != "completed":
+            error = final.get("error") or {}
+            print(f"run: {status}: {error.get('message', status)}", file=self.err, flush=True)
+            return False
         return True
 
     def emit(self, spec: CommandSpec, parsed: ParsedLine, value: Any) -> None:

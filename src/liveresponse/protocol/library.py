@@ -7,7 +7,7 @@ Names: letters, digits, ``-``, ``_`` and ``.`` only; ``.`` and ``..`` are
 refused; at most 255 characters. So a name can never carry a slash or a
 traversal, on any path.
 
-Signatures (decision, docs/architecture.md DR-11): a detached Ed25519 signature
+Signatures (decision, docs/architecture.md DR-13): a detached Ed25519 signature
 over the statement ``liveresponse-script-signature-v1\\nsha256:<hex>\\n``. Signing
 the file's sha256 rather than its bytes keeps memory flat on every side (Ed25519
 cannot sign a stream); the device hashes the bytes it received and checks the
@@ -22,7 +22,7 @@ import hashlib
 import re
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -95,7 +95,7 @@ def parse_public_key(text: bytes) -> Ed25519PublicKey:
             key = serialization.load_ssh_public_key(stripped)
         else:
             key = Ed25519PublicKey.from_public_bytes(base64.b64decode(stripped, validate=True))
-    except (ValueError, TypeError, serialization.UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PublisherKeyError(f"not an Ed25519 public key (PEM, OpenSSH or base64): {exc}") from None
     if not isinstance(key, Ed25519PublicKey):
         raise PublisherKeyError("publisher keys must be Ed25519 keys")
@@ -109,7 +109,7 @@ def parse_private_key(text: bytes) -> Ed25519PrivateKey:
             key: Any = serialization.load_ssh_private_key(text, password=None)
         else:
             key = serialization.load_pem_private_key(text, password=None)
-    except (ValueError, TypeError, serialization.UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PublisherKeyError(f"not an unencrypted Ed25519 private key (PEM PKCS8 or OpenSSH): {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise PublisherKeyError("signing keys must be Ed25519 keys")

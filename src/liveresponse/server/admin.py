@@ -178,6 +178,10 @@ async def _dispatch(config: ServerConfig, store: Store, pki: Any, args: Any) -> 
             for key, value in values.items():
                 print(f"{key:32} {json.dumps(value):14} {SETTING_KEYS[key].help}")
         return 0
+    if what == "publisher":
+        from liveresponse.server.library_admin import add_publisher
+
+        return await add_publisher(store, await _tenant_id(store, args.tenant), args.name, args.pubkey, ACTOR)
     if what == "audit":
         problems = await store.verify_audit()
         if problems:

@@ -6,7 +6,7 @@ in bytes (a declared Content-Length over it before a byte is read). The file
 is fsynced and published into the content-addressed store atomically, then
 the row is written. Every upload path comes through :meth:`LibraryService.receive`.
 
-putfile and run (DR-11): the signed envelope carries the file's name, sha256
+putfile and run (DR-13): the signed envelope carries the file's name, sha256
 and size and a one-time ticket; the agent fetches ``GET /agent/v1/blobs/{sha256}
 ?ticket=T`` over its pinned TLS and checks the sha256 itself. For run it also
 carries the signature, the tenant's publisher keys and ``unsigned_allowed``,
@@ -217,7 +217,7 @@ class LibraryService:
         unsigned_allowed = bool(settings["unsigned_scripts_allowed"])
         detail: dict[str, Any] = {"session": session.id, "device": device.id, "name": row.name, "sha256": row.sha256}
         try:
-            # The server applies the unsigned rule; the device checks the signature itself (DR-11).
+            # The server applies the unsigned rule; the device checks the signature itself (DR-13).
             if row.signature is None:
                 check_script_trust(row.name, row.sha256, None, [], unsigned_allowed, "on the server")
         except ScriptNotTrusted as exc:

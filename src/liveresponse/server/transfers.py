@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from liveresponse.server.store.transfers import TransferRecords
 log = logging.getLogger("liveresponse.transfers")
 
 DURABLE_EVERY_BYTES = 64 * 1024 * 1024
+WRITE_AHEAD = 8  # chunks queued for the writer thread at most
 PROGRESS_EVERY_BYTES = 16 * 1024 * 1024
 
 
@@ -41,6 +43,9 @@ class Incoming:
     hasher: Any = field(default_factory=hashlib.sha256)
     last_progress: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    syncing: asyncio.Future[None] | None = None
+    writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="transfer"))
+    writes: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class FileReceiver:
@@ -80,23 +85,42 @@ class FileReceiver:
             raise FrameError(f"chunk for unknown transfer {chunk.transfer_id}")
         if chunk.offset != incoming.received:
             raise FrameError(f"chunk at offset {chunk.offset}, expected {incoming.received}: refused")
-        os.write(incoming.fd, chunk.data)
-        incoming.hasher.update(chunk.data)
+        # Writing and hashing run on the transfer's own thread, in order, while the event loop
+        # reads the next frames; at most WRITE_AHEAD chunks wait, which bounds memory.
+        loop = asyncio.get_running_loop()
+        incoming.writes.append(loop.run_in_executor(incoming.writer, _write_and_hash, incoming, chunk.data))
         incoming.received += len(chunk.data)
-        if incoming.received - incoming.durable >= DURABLE_EVERY_BYTES:
-            await self.make_durable(incoming)
+        if len(incoming.writes) > WRITE_AHEAD:
+            await incoming.writes.pop(0)
+        if incoming.received - incoming.durable >= DURABLE_EVERY_BYTES and incoming.syncing is None:
+            # fsync in the background while chunks keep coming; the offset counts once it is on disk.
+            incoming.syncing = asyncio.ensure_future(self.make_durable(incoming))
         return incoming
 
     async def make_durable(self, incoming: Incoming) -> None:
+        upto = incoming.received
+        await self._drain(incoming)
         await asyncio.to_thread(os.fsync, incoming.fd)
-        incoming.durable = incoming.received
-        await self.records.update(incoming.transfer.id, received_bytes=incoming.durable)
+        incoming.durable = upto
+        await self.records.update(incoming.transfer.id, received_bytes=upto)
+        incoming.syncing = None
+
+    async def _drain(self, incoming: Incoming) -> None:
+        while incoming.writes:
+            await incoming.writes.pop(0)
+
+    async def _settle(self, incoming: Incoming) -> None:
+        if incoming.syncing is not None:
+            await incoming.syncing
+        await self._drain(incoming)
+        incoming.writer.shutdown(wait=False)
 
     async def interrupt(self, transfer_id: str) -> None:
         """The device went away mid-transfer: keep what arrived, to resume from there."""
         incoming = self.incoming.pop(transfer_id, None)
         if incoming is None:
             return
+        await self._settle(incoming)
         await self.make_durable(incoming)
         os.close(incoming.fd)
         await self.records.update(transfer_id, status="interrupted")
@@ -105,6 +129,7 @@ class FileReceiver:
         incoming = self.incoming.pop(transfer_id, None)
         if incoming is None:
             raise CommandFailed(f"transfer {transfer_id} is not open on this server")
+        await self._settle(incoming)
         try:
             ours = incoming.hasher.hexdigest()
             if incoming.received != device_size or ours != device_sha256:
@@ -127,6 +152,7 @@ class FileReceiver:
     async def discard(self, transfer_id: str, error: str) -> None:
         incoming = self.incoming.pop(transfer_id, None)
         if incoming is not None:
+            await self._settle(incoming)
             os.close(incoming.fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.part_path(transfer_id))
@@ -134,8 +160,15 @@ class FileReceiver:
 
     def close_all(self) -> None:
         for incoming in self.incoming.values():
+            incoming.writer.shutdown(wait=True)
             os.close(incoming.fd)
         self.incoming.clear()
+
+
+def _write_and_hash(incoming: Incoming, data: memoryview) -> None:
+    incoming.hasher.update(data)
+    while data:
+        data = data[os.write(incoming.fd, data) :]
 
 
 def _hash_prefix(fd: int, length: int, hasher: Any) -> None:

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from liveresponse.agent.enroll import enroll
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = Path(args.state)
     states = [base / f"agent-{i}" for i in range(args.count)]
-    ids = [enroll(args.server, args.token, state, args.device_type).device_id for state in states]
+    with ThreadPoolExecutor(8) as pool:  # enrollments are independent: key, TLS, one request each
+        ids = list(pool.map(lambda state: enroll(args.server, args.token, state, args.device_type).device_id, states))
     (base / "devices.json").write_text(json.dumps(ids))
     asyncio.run(run_fleet(states))
     return 0

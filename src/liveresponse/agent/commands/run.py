@@ -1,4 +1,4 @@
-"""run: run a library script on the device (SPEC §5; decisions in agent/script_process.py, DR-11).
+"""run: run a library script on the device (SPEC §5; decisions in agent/script_process.py, DR-13).
 
 1. Fetch the script into a private folder of this run (agent/workfolder.py), sha256 verified.
 2. Check its signature here, against the tenant's publisher keys from the signed

@@ -1,8 +1,8 @@
-"""The tenant library over REST, and the agent's one-time blob fetch (SPEC §5, §7; DR-11).
+"""The tenant library over REST, and the agent's one-time blob fetch (SPEC §5, §7; DR-13).
 
 GET    /api/v1/library                     list             live_response.advanced (as the console's library)
 PUT    /api/v1/library/{name}/signature    attach signature library.manage
-PUT    /api/v1/library/{name}              upload (raw body) library.manage   ?description&parameters_description&overwrite
+PUT    /api/v1/library/{name}              upload (raw body) library.manage   ?description&overwrite&...
 DELETE /api/v1/library/{name}              delete           library.manage
 GET    /agent/v1/blobs/{sha256}?ticket=T   agent fetch      public: the one-time ticket from a signed envelope
 """
