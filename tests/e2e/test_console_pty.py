@@ -85,6 +85,19 @@ def test_history_completion_and_ctrl_c(cluster: Cluster, wide_tree: Path) -> Non
         child.expect("cancelling cmd_")
         child.expect("findfile: cancelled")
         child.expect(PROMPT)
+        # Ctrl+Z sends the running command to the background; fg brings it back.
+        child.send(f'findfile still-nothing -path "{wide_tree}"\r')
+        wait_until_running(cluster, "findfile")
+        child.sendcontrol("z")
+        child.expect(r"\[(cmd_[0-9a-f]+)\] moved to the background")
+        job_id = child.match.group(1)
+        child.expect(PROMPT)
+        child.send("jobs\r")
+        child.expect(job_id)
+        child.expect(PROMPT)
+        child.send(f"fg {job_id}\r")
+        child.expect(r"\(0 rows\)")
+        child.expect(PROMPT)
         child.send("exit\r")
         child.expect(pexpect.EOF)
     finally:
@@ -95,6 +108,7 @@ def test_history_completion_and_ctrl_c(cluster: Cluster, wide_tree: Path) -> Non
         ("cd /etc", "completed"),
         ("fileinfo hostname -output json", "completed"),
         (f'findfile no-such-name -path "{wide_tree}"', "cancelled"),
+        (f'findfile still-nothing -path "{wide_tree}"', "completed"),
     ]
     findfile = log[3]
     assert isinstance(findfile["duration"], float) and findfile["duration"] < 5.0
