@@ -12,6 +12,7 @@ Targets: >= 800 MB/s, >= 1.6x ssh, every process <= 200 MB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shlex
@@ -26,9 +27,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rtt import start_sshd  # noqa: E402
+from rtt import start_sshd
 
-from liveresponse.testing.cluster import Cluster, lr_command  # noqa: E402
+from liveresponse.testing.cluster import Cluster, lr_command
 
 MB = 1_000_000
 
@@ -55,10 +56,8 @@ class PeakRss:
     def _run(self) -> None:
         while not self.stop.is_set():
             for name, proc in list(self.procs.items()):
-                try:
+                with contextlib.suppress(psutil.Error):  # a process that just ended
                     self.peak[name] = max(self.peak[name], proc.memory_info().rss)
-                except psutil.Error:
-                    pass
             time.sleep(0.02)
 
 
