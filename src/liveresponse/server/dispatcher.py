@@ -209,32 +209,8 @@ class Dispatcher:
                 )
                 raise
         timeout_s = float(settings[spec.timeout.value])
-        now = time.time()
-        run = Running(
-            command_id=f"cmd_{uuid.uuid4().hex[:16]}",
-            session_id=session.id,
-            tenant_id=session.tenant_id,
-            device_id=device.id,
-            user_name=user.name,
-            spec=spec,
-            parsed=parsed,
-            started_at=now,
-        )
-        if subscriber is not None:
-            run.subscribers.append(subscriber)
-        row = Command(
-            id=run.command_id,
-            tenant_id=session.tenant_id,
-            session_id=session.id,
-            user_name=user.name,
-            device_name=device.name,
-            command_line=line,
-            command=spec.name,
-            args_json=json.dumps(parsed.args, ensure_ascii=False),
-            started_at=now,
-            status="running",
-        )
-        self.running[run.command_id] = run
+        run = self._begin(session, user, device, line, parsed, spec, subscriber)
+        now = run.started_at
         args: dict[str, Any] = dict(parsed.args)
         if spec.name == "getfile":
             args.update(await self._open_transfer(run, session, user, device, parsed))
@@ -253,11 +229,6 @@ class Dispatcher:
             limits={k: int(settings[k]) for k in ("fileinfo_hash_max_bytes", "getfile_max_bytes")},
             library=library,
         )
-        # The log row is written while the device works (DR-9): _finish waits for it before its own write.
-        detail = {"command_id": run.command_id, "session": session.id, "device": device.id, "command_line": line}
-        audit = AuditEvent(session.tenant_id, user.name, "command", "success", detail)
-        run.logged = asyncio.ensure_future(self.store.add_command(row, audit, active=True))
-        self._settling[run.command_id] = run
         try:
             await link.send(sign(envelope, self.signing_key))
         except Exception:  # the socket died between lookup and send
@@ -268,7 +239,7 @@ class Dispatcher:
         run.timeout_handle = loop.call_later(timeout_s + 5.0, lambda: self._spawn(self._time_out(run, timeout_s)))
         return run
 
-    async def _run_on_server(
+    def _begin(
         self,
         session: Session,
         user: User,
@@ -278,8 +249,8 @@ class Dispatcher:
         spec: CommandSpec,
         subscriber: asyncio.Queue[dict[str, Any]] | None,
     ) -> Running:
-        """A catalogue command the server answers itself: logged and audited like the others."""
-        handler = self.server_commands.get(spec.name)
+        """A command under way: in memory at once; its 'running' log row and audit record are written
+        while the device works (DR-9), and _finish waits for that write before its own."""
         now = time.time()
         run = Running(
             command_id=f"cmd_{uuid.uuid4().hex[:16]}",
@@ -310,6 +281,21 @@ class Dispatcher:
         run.logged = asyncio.ensure_future(self.store.add_command(row, audit, active=True))
         self._settling[run.command_id] = run
         self.running[run.command_id] = run
+        return run
+
+    async def _run_on_server(
+        self,
+        session: Session,
+        user: User,
+        device: Device,
+        line: str,
+        parsed: ParsedLine,
+        spec: CommandSpec,
+        subscriber: asyncio.Queue[dict[str, Any]] | None,
+    ) -> Running:
+        """A catalogue command the server answers itself: logged and audited like the others."""
+        handler = self.server_commands.get(spec.name)
+        run = self._begin(session, user, device, line, parsed, spec, subscriber)
 
         async def answer() -> None:
             try:
