@@ -15,10 +15,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import delete, func, select, text, update
 
 from liveresponse.protocol.errors import NotFound, SessionRefused
+from liveresponse.server.credentials import token_hash as sha256_hex
 from liveresponse.server.settings_keys import SettingError
 from liveresponse.server.store.migrations import alembic_config
 from liveresponse.server.store.models import ApiToken, AuditRecord, Base, Command, Device, Session, User
-from liveresponse.server.store.store import GENESIS_HASH, AuditEvent, Store, sha256_hex
+from liveresponse.server.store.store import GENESIS_HASH, AuditEvent, Store
 
 ACTOR = "test"
 ISO_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"

@@ -48,6 +48,7 @@ from liveresponse.server.store.models import Command, Device, Session, User
 from liveresponse.server.store.store import AuditEvent, Store
 from liveresponse.server.store.transfer_models import Transfer
 from liveresponse.server.store.transfers import TransferRecords
+from liveresponse.server.timestamps import iso_seconds
 from liveresponse.server.transfers import PROGRESS_EVERY_BYTES, FileReceiver
 
 log = logging.getLogger("liveresponse.dispatcher")
@@ -193,7 +194,7 @@ class Dispatcher:
             return await self._run_on_server(session, user, device, line, parsed, spec, subscriber)
         link = self.gateway.link(device.id)
         if link is None:
-            offline = DeviceOffline(f"device {device.name} went offline; last seen {_iso(device.last_seen)}")
+            offline = DeviceOffline(f"device {device.name} went offline; last seen {iso_seconds(device.last_seen)}")
             offline.fields["command_id"] = await self._log_refusal(session, user, device, line, offline, "failure")
             raise offline
         if spec.prerequisite is not None:
@@ -669,12 +670,6 @@ class Dispatcher:
             task.cancel()
         for run in list(self.running.values()):
             await self._finish(run, "failed", None, {"code": "server_stopped", "message": "the server stopped"})
-
-
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _getfile_refusal(info: dict[str, Any], target: str, limit: int) -> LiveResponseError | None:

@@ -43,13 +43,10 @@ from liveresponse.server.store.library import LibraryOps, NewFile
 from liveresponse.server.store.library_models import LibraryFile
 from liveresponse.server.store.models import Device, Session, User
 from liveresponse.server.store.store import AuditEvent, Store
+from liveresponse.server.timestamps import iso_millis
 
 TICKET_TTL_S = 120.0
 Permissions = Callable[[User], Awaitable[frozenset[str]]]
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"
 
 
 def file_row(row: LibraryFile) -> dict[str, Any]:
@@ -62,8 +59,8 @@ def file_row(row: LibraryFile) -> dict[str, Any]:
         "has_parameters": bool(row.parameters_description),
         "parameters_description": row.parameters_description,
         "created_by": row.created_by,
-        "created": _iso(row.created_at),
-        "updated": _iso(row.updated_at),
+        "created": iso_millis(row.created_at),
+        "updated": iso_millis(row.updated_at),
         "signed": row.signature is not None,
         "publisher": row.publisher,
     }

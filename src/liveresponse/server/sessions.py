@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 from liveresponse.protocol.errors import DeviceOffline, NotFound, PermissionDenied, SessionRefused
 from liveresponse.server.rbac import Permission
 from liveresponse.server.state import AppState
 from liveresponse.server.store.models import Device, Session, User
 from liveresponse.server.store.store import AuditEvent
+from liveresponse.server.timestamps import iso_seconds
 
 SETTINGS_OWNER = "a user with settings.manage (roles security-admin or admin), e.g. 'lr admin settings set'"
-
-
-def _iso(ts: float | None) -> str:
-    return "never" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 async def open_session(
@@ -61,8 +56,8 @@ async def open_session(
             )
         if not state.gateway.is_online(device.id):
             raise DeviceOffline(
-                f"device {device.name} ({device.id}) is offline; last seen {_iso(device.last_seen)}",
-                last_seen=_iso(device.last_seen),
+                f"device {device.name} ({device.id}) is offline; last seen {iso_seconds(device.last_seen)}",
+                last_seen=iso_seconds(device.last_seen),
             )
         session = await store.open_session(user.tenant_id, device, user, cwd="/")
     except (SessionRefused, DeviceOffline, NotFound, PermissionDenied) as exc:

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from liveresponse.protocol.errors import LiveResponseError, NotFound
 from liveresponse.server.api.deps import Caller, app_state, requires
-from liveresponse.server.api.views import iso
 from liveresponse.server.rbac import Permission
 from liveresponse.server.state import AppState
 from liveresponse.server.store.governance import AuditQuery
 from liveresponse.server.store.models import AuditRecord
+from liveresponse.server.timestamps import iso_millis
 
 router = APIRouter()
 Auditor = Annotated[Caller, Depends(requires(Permission.AUDIT_READ))]
@@ -46,7 +46,7 @@ async def device_id_of(state: AppState, caller: Caller, ref: str | None) -> str 
 def audit_row(rec: AuditRecord) -> dict[str, Any]:
     return {
         "seq": rec.seq,
-        "at": iso(rec.at),
+        "at": iso_millis(rec.at),
         "actor": rec.actor,
         "event": rec.event,
         "outcome": rec.outcome,

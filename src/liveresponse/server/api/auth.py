@@ -13,6 +13,7 @@ from liveresponse.server.api.deps import Caller, app_state, requires
 from liveresponse.server.credentials import check_password, new_api_token, token_hash
 from liveresponse.server.rbac import Permission
 from liveresponse.server.store.store import AuditEvent
+from liveresponse.server.timestamps import iso_seconds
 
 router = APIRouter()
 
@@ -25,15 +26,11 @@ class LoginBody(BaseModel):
     tenant: str | None = Field(default=None, max_length=100)
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def _locked(name: str, until: float, now: float) -> AuthError:
     return AuthError(
-        f"too many failed sign-ins for user {name}: the account is locked until {_iso(until)}; "
+        f"too many failed sign-ins for user {name}: the account is locked until {iso_seconds(until)}; "
         f"try again in {max(1, round(until - now))} s",
-        locked_until=_iso(until),
+        locked_until=iso_seconds(until),
         retry_after_s=max(1, round(until - now)),
     )
 

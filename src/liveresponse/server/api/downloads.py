@@ -11,10 +11,10 @@ from fastapi.responses import StreamingResponse
 
 from liveresponse.protocol.errors import NotFound
 from liveresponse.server.api.deps import Caller, app_state, requires
-from liveresponse.server.api.views import iso
 from liveresponse.server.rbac import Permission
 from liveresponse.server.store.transfer_models import Transfer
 from liveresponse.server.store.transfers import TransferRecords
+from liveresponse.server.timestamps import iso_millis
 
 router = APIRouter()
 Responder = Annotated[Caller, Depends(requires(Permission.LIVE_RESPONSE_BASIC))]
@@ -34,8 +34,8 @@ def download_row(t: Transfer) -> dict[str, Any]:
         "user": t.user_name,
         "session_id": t.session_id,
         "command_id": t.command_id,
-        "created": iso(t.created_at),
-        "completed": iso(t.completed_at),
+        "created": iso_millis(t.created_at),
+        "completed": iso_millis(t.completed_at),
         "error": t.error,
     }
 

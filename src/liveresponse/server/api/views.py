@@ -7,12 +7,7 @@ import time
 from typing import Any
 
 from liveresponse.server.store.models import Command, Device, DeviceGroup, Session, User
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"
+from liveresponse.server.timestamps import iso_millis
 
 
 def device_row(device: Device, group: DeviceGroup | None, online: bool) -> dict[str, Any]:
@@ -23,7 +18,7 @@ def device_row(device: Device, group: DeviceGroup | None, online: bool) -> dict[
         "type": device.device_type,
         "group": None if group is None else group.name,
         "status": "online" if online else "offline",
-        "last_seen": iso(device.last_seen),
+        "last_seen": iso_millis(device.last_seen),
         "agent_version": device.agent_version,
     }
 
@@ -35,8 +30,8 @@ def session_row(session: Session, user: User, device: Device) -> dict[str, Any]:
         "device": device.name,
         "device_id": device.id,
         "user": user.name,
-        "started": iso(session.started_at),
-        "ended": iso(session.ended_at),
+        "started": iso_millis(session.started_at),
+        "ended": iso_millis(session.ended_at),
         "duration_s": round(end - session.started_at, 3),
         "status": "open" if session.ended_at is None else "ended",
         "end_reason": session.end_reason,
@@ -59,8 +54,8 @@ def command_row(cmd: Command, full_output: str | None = None) -> dict[str, Any]:
         "device": cmd.device_name,
         "command_line": cmd.command_line,
         "command": cmd.command,
-        "started": iso(cmd.started_at),
-        "ended": iso(cmd.ended_at),
+        "started": iso_millis(cmd.started_at),
+        "ended": iso_millis(cmd.ended_at),
         "duration": None if cmd.ended_at is None else round(cmd.ended_at - cmd.started_at, 6),
         "status": cmd.status,
         "output": output,

@@ -44,13 +44,10 @@ from liveresponse.server.store.models import (
     Tenant,
     User,
 )
+from liveresponse.server.timestamps import iso_seconds
 
 DEFAULT_TENANT = "default"
 GENESIS_HASH = "0" * 64
-
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def audit_hash(prev_hash: str, record: dict[str, Any]) -> str:
@@ -465,35 +462,32 @@ class Store(GovernanceOps):
             of_user = [(s, u) for s, u in open_rows if s.user_id == user.id]
             if len(on_device) >= limits["sessions_per_device"]:
                 s, u = on_device[0]
-                raise SessionRefused(
+                raise _limit_refusal(
                     f"device {device.name} already has {len(on_device)} session(s) (limit sessions_per_device="
                     f"{limits['sessions_per_device']}): session {s.id} of user {u.name}, open since "
-                    f"{_iso(s.started_at)}",
-                    holder=u.name,
-                    holder_session=s.id,
-                    since=_iso(s.started_at),
-                    limit="sessions_per_device",
+                    f"{iso_seconds(s.started_at)}",
+                    u.name,
+                    s,
+                    "sessions_per_device",
                 )
             if len(of_user) >= limits["sessions_per_user"]:
                 s, _u = of_user[0]
-                raise SessionRefused(
+                raise _limit_refusal(
                     f"user {user.name} already has {len(of_user)} open session(s) (limit sessions_per_user="
-                    f"{limits['sessions_per_user']}): session {s.id}, open since {_iso(s.started_at)}; "
+                    f"{limits['sessions_per_user']}): session {s.id}, open since {iso_seconds(s.started_at)}; "
                     f"end it with 'lr sessions end {s.id}'",
-                    holder=user.name,
-                    holder_session=s.id,
-                    since=_iso(s.started_at),
-                    limit="sessions_per_user",
+                    user.name,
+                    s,
+                    "sessions_per_user",
                 )
             if len(open_rows) >= limits["max_sessions"]:
                 s, u = open_rows[0]
-                raise SessionRefused(
+                raise _limit_refusal(
                     f"the tenant has {len(open_rows)} open sessions (limit max_sessions={limits['max_sessions']}); "
-                    f"the oldest is {s.id} of user {u.name}, open since {_iso(s.started_at)}",
-                    holder=u.name,
-                    holder_session=s.id,
-                    since=_iso(s.started_at),
-                    limit="max_sessions",
+                    f"the oldest is {s.id} of user {u.name}, open since {iso_seconds(s.started_at)}",
+                    u.name,
+                    s,
+                    "max_sessions",
                 )
             session = Session(
                 id=new_id("ses"),
@@ -557,10 +551,6 @@ class Store(GovernanceOps):
                 q = q.where(Session.ended_at.is_(None))
             return [tuple(r) for r in (await db.execute(q.order_by(Session.started_at))).all()]  # type: ignore[misc]
 
-    async def update_session(self, session_id: str, **values: Any) -> None:
-        async with self.tx() as db:
-            await db.execute(update(Session).where(Session.id == session_id).values(**values))
-
     # -- command log (SPEC §9) ----------------------------------------------
 
     async def add_command(self, command: Command, audit: AuditEvent | None = None, active: bool = False) -> None:
@@ -595,5 +585,8 @@ class Store(GovernanceOps):
             return list((await db.execute(q.order_by(Command.started_at).limit(limit))).scalars())
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+def _limit_refusal(message: str, holder: str, session: Session, limit: str) -> SessionRefused:
+    """A session limit refusal names the holder, their session and since when (SPEC §6)."""
+    return SessionRefused(
+        message, holder=holder, holder_session=session.id, since=iso_seconds(session.started_at), limit=limit
+    )
