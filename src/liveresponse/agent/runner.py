@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -51,8 +52,10 @@ class Runner:
         clock: Callable[[], float] = time.time,
         on_accept: Callable[[str, float], None] | None = None,
         files: Any = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.device_id = device_id
+        self.state_dir = state_dir
         self.files = files  # the working folder of putfile and run (agent/workfolder.py)
         self.command_key = command_key
         self.guard = guard
@@ -145,10 +148,14 @@ class Runner:
         ctx.upload = upload
         ctx.library = dict(envelope.library)
         ctx.files = self.files
+        ctx.command_id = envelope.command_id
+        ctx.session_id = envelope.session_id
+        ctx.requested_by = str(args.pop("requested_by", "") or "")
+        ctx.state_dir = self.state_dir
 
         try:
             result = handler(ctx, args)
-            if spec.result is ResultShape.ROWS:
+            if spec.result_for(envelope.args) is ResultShape.ROWS:
                 rows = result if isinstance(result, Iterable) and not isinstance(result, dict) else []
                 tail = _stream_rows(rows, ctx, push)
                 return m.Done(command_id=command_id, status="completed", rows=tail)

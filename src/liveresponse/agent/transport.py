@@ -71,6 +71,7 @@ class Agent:
             root=root,
             on_accept=self.journal.record,
             files=self.files,
+            state_dir=state_dir,
         )
         self.ssl = pinned_context(str(self.state.ca_path))
         self.backoff = Backoff()

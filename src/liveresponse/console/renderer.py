@@ -46,7 +46,7 @@ def table_columns(spec: CommandSpec, args: dict[str, Any], rows: list[dict[str, 
 
 
 def render_table(spec: CommandSpec, args: dict[str, Any], value: Any, width: int = 200) -> str:
-    if spec.result is ResultShape.ROWS and isinstance(value, list):
+    if spec.result_for(args) is ResultShape.ROWS and isinstance(value, list):
         columns = table_columns(spec, args, value)
         table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
         for column in columns:

@@ -285,7 +285,7 @@ class Shell:
             error = final.get("error") or {}
             print(f"{job.spec.name}: {status}: {error.get('message', status)}", file=self.err, flush=True)
             return False
-        value: Any = job.rows if job.spec.result is ResultShape.ROWS else final.get("result")
+        value: Any = job.rows if job.spec.result_for(job.parsed.args) is ResultShape.ROWS else final.get("result")
         if job.spec.name == "cd" and isinstance(value, dict) and "cwd" in value:
             self.cwd = str(value["cwd"])
         self.emit(job.spec, job.parsed, value)

@@ -74,6 +74,15 @@ class CommandSpec:
     table_fields: tuple[str, ...] = ()
     example: str = ""
     notes: str = ""
+    # A command whose result is rows for one value of one parameter (``remediate list``): (param, value).
+    rows_when: tuple[str, str] | None = None
+
+    def result_for(self, args: dict[str, object]) -> ResultShape:
+        """The result shape of one invocation (SPEC §3: a list for listings, an object for the others)."""
+        if self.rows_when is not None:
+            key, value = self.rows_when
+            return ResultShape.ROWS if args.get(key) == value else ResultShape.OBJECT
+        return self.result
 
     @property
     def all_params(self) -> tuple[Param, ...]:
@@ -103,6 +112,16 @@ class CommandSpec:
 OUTPUT_PARAM = Param("output", ParamType.CHOICE, "output format", choices=("json", "table"))
 
 _PATH = "path"
+REMEDIATION_TYPES = ("file", "process", "service", "scheduledtask", "startupfolder", "registry")
+ANALYZE_TYPES = ("file", "process")
+# remediate TYPE ID needs this listing of the entity earlier in the session (SPEC §4).
+REMEDIATION_PREREQUISITES = {
+    "file": "fileinfo",
+    "process": "processes",
+    "service": "services",
+    "scheduledtask": "scheduledtasks",
+    "startupfolder": "startupfolders",
+}
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
@@ -491,6 +510,84 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "session's. A non-zero exit fails the command (its output is kept). -timeout, the command timeout "
         "and Ctrl+C kill the script's whole process group. Scripts need a valid signature from a trusted "
         "publisher unless unsigned_scripts_allowed.",
+    ),
+    CommandSpec(
+        "analyze",
+        "give a verdict on a file or a process: tenant indicators, tenant YARA rules, built-in heuristics",
+        Tier.ADVANCED,
+        Runs.AGENT,
+        positional=(
+            Param("type", ParamType.CHOICE, "what to analyze", required=True, choices=ANALYZE_TYPES),
+            Param("target", help="a path (file) or a process id (process)", required=True),
+        ),
+        cancellable=True,
+        timeout=TimeoutClass.LONG,
+        fields=("verdict", "findings", "type", "target", "path", "size", "sha256", "pid", "engines"),
+        table_fields=("verdict", "type", "target", "sha256", "findings"),
+        example="analyze file /tmp/payload.bin",
+        notes="verdict is malicious, suspicious or clean; findings has one entry per engine hit (engine, result, "
+        "reason, rule). Engines: hash (lr admin ioc add), yara (lr admin rules add), heuristics",
+    ),
+    CommandSpec(
+        "remediate",
+        "take a threat off the device, kept for undo; 'remediate list' lists what was remediated",
+        Tier.ADVANCED,
+        Runs.AGENT,
+        positional=(
+            Param(
+                "type",
+                ParamType.CHOICE,
+                "what to remediate, or list",
+                required=True,
+                choices=(*REMEDIATION_TYPES, "list"),
+            ),
+            Param("id", help="path (file, startupfolder), pid (process), name (service, scheduledtask)"),
+        ),
+        named=(
+            Param("auto", ParamType.FLAG, "run the entity's listing (or fileinfo) first"),
+            Param("force", ParamType.FLAG, "also quarantine package-owned and core system files"),
+        ),
+        prerequisite="listing",
+        rows_when=("type", "list"),
+        fields=(
+            "id",
+            "type",
+            "entity",
+            "state",
+            "actions",
+            "left",
+            "path",
+            "sha256",
+            "remediated_by",
+            "remediated_at",
+            "session_id",
+            "command_id",
+            "restored_by",
+            "restored_at",
+        ),
+        table_fields=("id", "type", "entity", "state", "actions", "left", "remediated_at"),
+        example="remediate file /tmp/dropper -auto",
+        notes="needs the entity's listing in this session first (fileinfo PATH, processes, services, "
+        "scheduledtasks, startupfolders), or -auto. file: quarantined (encrypted in the agent's state "
+        "directory); process: SIGTERM, a grace period, SIGKILL, then its image quarantined; service: stopped, "
+        "disabled (enabling links kept), its executable quarantined; scheduledtask: the cron line or at job "
+        "removed, or the timer disabled; startupfolder: the entry quarantined. Package-owned and core system "
+        "files are left in place without -force. Once begun, a remediation completes; it cannot be cancelled",
+    ),
+    CommandSpec(
+        "undo",
+        "restore a remediated entity exactly: content, path, mode, owner, times; services and tasks re-enabled",
+        Tier.ADVANCED,
+        Runs.AGENT,
+        positional=(
+            Param("type", ParamType.CHOICE, "the remediated entity's type", required=True, choices=REMEDIATION_TYPES),
+            Param("id", help="the remediation id (remediate list), or the entity's path or name", required=True),
+        ),
+        fields=("id", "type", "entity", "state", "actions", "left", "path", "sha256", "restored_by", "restored_at"),
+        table_fields=("id", "type", "entity", "state", "actions", "left"),
+        example="undo file /tmp/dropper",
+        notes="never overwrites something that appeared at the place since; a second undo has nothing to do "
+        "and fails. A process cannot be restarted: undo file PATH restores its image",
     ),
     CommandSpec(
         "trace",

@@ -618,7 +618,7 @@ class Dispatcher:
         if run.timeout_handle is not None:
             run.timeout_handle.cancel()
         ended = time.time()
-        if run.spec.result is ResultShape.ROWS:
+        if run.spec.result_for(run.parsed.args) is ResultShape.ROWS:
             output_text: str | None = (
                 "[" + ",".join(run.rows_json) + "]" if run.rows_count or status == "completed" else None
             )

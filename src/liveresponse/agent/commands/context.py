@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from liveresponse.protocol.names import escape_bytes, unescape_to_bytes
@@ -55,6 +56,12 @@ class CommandContext:
     # (agent/workfolder.py; typed loosely so this module stays free of the agent's I/O).
     library: dict[str, Any] = field(default_factory=dict)
     files: Any = None
+    # Who asked, in which session and command: from the signed envelope (remediation records keep them).
+    command_id: str = ""
+    session_id: str = ""
+    requested_by: str = ""
+    # The agent's state directory (0700): the quarantine and the analysis cache live inside it.
+    state_dir: Path | None = None
 
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
