@@ -40,6 +40,33 @@ def _search_filters(parser: argparse.ArgumentParser, type_help: str) -> None:
     parser.add_argument("--output", choices=("json", "table", "csv"), default="table")
 
 
+def _intel_parsers(admin_sub: Any) -> None:
+    """``lr admin ioc ...`` and ``lr admin rules ...``: the tenant's indicators and YARA rules for analyze (SPEC §5)."""
+    ioc = admin_sub.add_parser("ioc", help="the tenant's file hash indicators").add_subparsers(
+        dest="ioc_command", required=True
+    )
+    ioc_add = ioc.add_parser("add", help="add an indicator, or update the one with this sha256")
+    ioc_add.add_argument("sha256")
+    ioc_add.add_argument("--verdict", choices=("malicious", "suspicious", "clean"), required=True)
+    ioc_add.add_argument("--title", required=True)
+    ioc_list = ioc.add_parser("list")
+    ioc_list.add_argument("--output", choices=("json", "table"), default="table")
+    ioc_delete = ioc.add_parser("delete")
+    ioc_delete.add_argument("sha256")
+    rules = admin_sub.add_parser("rules", help="the tenant's YARA rule sets").add_subparsers(
+        dest="rules_command", required=True
+    )
+    rules_add = rules.add_parser("add", help="add a YARA rule file (compiled first), or replace the one of its name")
+    rules_add.add_argument("file")
+    rules_add.add_argument("--name", help="rule set name (default: the file name)")
+    rules_list = rules.add_parser("list")
+    rules_list.add_argument("--output", choices=("json", "table"), default="table")
+    rules_delete = rules.add_parser("delete")
+    rules_delete.add_argument("name")
+    for command in (ioc_add, ioc_list, ioc_delete, rules_add, rules_list, rules_delete):
+        command.add_argument("--tenant")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lr", description="liveresponse: open live response")
     parser.add_argument("--version", action="version", version=f"liveresponse {__version__}")
@@ -122,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     publisher_add.add_argument("name")
     publisher_add.add_argument("pubkey", help="a public key file (e.g. KEY.pub from lr library keygen) or the key")
     publisher_add.add_argument("--tenant")
+    _intel_parsers(admin_sub)
 
     agent = sub.add_parser("agent", help="enroll or run the agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
@@ -137,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--boot-id-file",
         default=os.environ.get("LR_AGENT_BOOT_ID_FILE"),
         help="where the boot id is read (default /proc/sys/kernel/random/boot_id; env LR_AGENT_BOOT_ID_FILE)",
+    )
+    agent_run.add_argument(
+        "--policy",
+        default=os.environ.get("LR_AGENT_POLICY"),
+        help="this device's policy file (default /etc/liveresponse/agent-policy.toml when present; "
+        "env LR_AGENT_POLICY): command classes it forbids, a getfile cap",
     )
     library_args.add_parser(sub)
 
@@ -312,7 +346,8 @@ def dispatch(args: argparse.Namespace) -> int:
         from liveresponse.agent.transport import run as run_agent
 
         boot_id_file = Path(args.boot_id_file) if args.boot_id_file else None
-        return run_agent(_agent_state(args.state), root=args.root, boot_id_file=boot_id_file)
+        policy_file = Path(args.policy) if args.policy else None
+        return run_agent(_agent_state(args.state), root=args.root, boot_id_file=boot_id_file, policy_file=policy_file)
     if args.command == "library":
         from liveresponse.client import library as library_cli
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from liveresponse.agent.commands.context import Cancelled, CommandContext, CommandEnded
 from liveresponse.agent.commands.dispatch import handlers
+from liveresponse.agent.policy import PolicyFile
 from liveresponse.protocol import messages as m
 from liveresponse.protocol.catalogue import ResultShape, lookup
 from liveresponse.protocol.errors import EnvelopeRejected, LiveResponseError
@@ -53,7 +54,9 @@ class Runner:
         on_accept: Callable[[str, float], None] | None = None,
         files: Any = None,
         state_dir: Path | None = None,
+        policy: PolicyFile | None = None,
     ) -> None:
+        self.policy = policy or PolicyFile()
         self.device_id = device_id
         self.state_dir = state_dir
         self.files = files  # the working folder of putfile and run (agent/workfolder.py)
@@ -123,6 +126,11 @@ class Runner:
     ) -> m.Done:
         """In a worker thread: run the handler, stream rows, return the final message."""
         command_id = envelope.command_id
+        try:  # the device's own policy first, whatever the server sent (agent/policy.py)
+            policy = self.policy.check(envelope.command, envelope.args)
+        except LiveResponseError as exc:
+            log.warning("refused %s %s: %s", command_id, envelope.command, exc.message)
+            return m.Done(command_id=command_id, status="failed", error=exc.to_wire())
         spec = lookup(envelope.command)
         handler = handlers().get(envelope.command)
         if spec is None or handler is None:
@@ -135,6 +143,9 @@ class Runner:
         if "getfile_max_bytes" in limits:
             ctx.getfile_max_bytes = int(limits["getfile_max_bytes"])
         args = dict(envelope.args)
+        if policy.getfile_max_bytes is not None and policy.getfile_max_bytes < ctx.getfile_max_bytes:
+            ctx.getfile_max_bytes = policy.getfile_max_bytes
+            ctx.getfile_limit_name = f"the getfile_max_bytes of this device's policy ({policy.source})"
 
         def push(rows: list[dict[str, Any]]) -> None:
             asyncio.run_coroutine_threadsafe(send(m.Rows(command_id=command_id, rows=rows)), loop).result()

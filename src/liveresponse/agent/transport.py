@@ -12,6 +12,7 @@ import logging
 import platform
 import random
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from liveresponse import __version__
+from liveresponse.agent.policy import PolicyError, PolicyFile
 from liveresponse.agent.runner import Runner
 from liveresponse.agent.state import AgentState, ReplayJournal
 from liveresponse.agent.tls import pinned_context
@@ -55,7 +57,11 @@ class Refused(Exception):
 
 
 class Agent:
-    def __init__(self, state_dir: Path, root: str = "/", boot_id_file: Path | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, root: str = "/", boot_id_file: Path | None = None, policy: PolicyFile | None = None
+    ) -> None:
+        self.policy = policy or PolicyFile()
+        self.policy.current()  # fail closed: an unusable policy file stops the agent here
         self.state = AgentState(state_dir)
         self.identity = self.state.load_identity()
         # putfile's working folder; files put without -keep in an earlier boot go now (workfolder.py).
@@ -72,6 +78,7 @@ class Agent:
             on_accept=self.journal.record,
             files=self.files,
             state_dir=state_dir,
+            policy=self.policy,
         )
         self.ssl = pinned_context(str(self.state.ca_path))
         self.backoff = Backoff()
@@ -154,11 +161,17 @@ class Agent:
                 return
 
 
-def run(state_dir: Path, root: str = "/", boot_id_file: Path | None = None) -> int:
+def run(state_dir: Path, root: str = "/", boot_id_file: Path | None = None, policy_file: Path | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines would log fetch tickets
-    agent = Agent(state_dir, root=root, boot_id_file=boot_id_file)
+    try:
+        agent = Agent(state_dir, root=root, boot_id_file=boot_id_file, policy=PolicyFile(policy_file))
+    except PolicyError as exc:
+        print(f"lr agent: {exc.message}; the agent does not start with an unusable policy", file=sys.stderr)
+        return 2
     print(f"liveresponse agent {agent.identity.device_id} -> {agent.identity.server_url}", flush=True)
+    if agent.policy.current().forbidden or agent.policy.current().getfile_max_bytes is not None:
+        log.info("device policy %s in force", agent.policy.path)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(agent.run_forever())
     return 0

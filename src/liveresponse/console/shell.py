@@ -266,6 +266,14 @@ class Shell:
             return
         if job.spec.cancellable:
             print(f"\ncancelling {job.command_id} on the device...", file=self.err, flush=True)
+        elif job.spec.name in ("remediate", "undo"):
+            print(
+                f"\n{job.spec.name} cannot be cancelled: once begun it completes atomically on the device; "
+                "waiting for it to finish (undo reverses a remediation)",
+                file=self.err,
+                flush=True,
+            )
+            return
         else:
             print(f"\n{job.spec.name} cannot be cancelled; waiting for it to finish", file=self.err, flush=True)
             return

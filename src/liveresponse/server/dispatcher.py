@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liveresponse.protocol import messages as m
-from liveresponse.protocol.catalogue import CommandSpec, ResultShape, Runs, lookup
+from liveresponse.protocol.catalogue import REMEDIATION_PREREQUISITES, CommandSpec, ResultShape, Runs, lookup
 from liveresponse.protocol.commandline import ParsedLine, parse_line, quote_word
 from liveresponse.protocol.errors import (
     CommandFailed,
@@ -197,8 +197,17 @@ class Dispatcher:
             offline = DeviceOffline(f"device {device.name} went offline; last seen {iso_seconds(device.last_seen)}")
             offline.fields["command_id"] = await self._log_refusal(session, user, device, line, offline, "failure")
             raise offline
-        if spec.prerequisite is not None:
-            await self._require_prerequisite(session, user, device, permissions, line, parsed, spec, settings)
+        entity: dict[str, Any] | None = None
+        if (plan := self._prerequisite_plan(session, parsed, spec)) is not None:
+            try:
+                entity = await self._require_prerequisite(
+                    session, user, device, permissions, line, parsed, plan, settings
+                )
+            except _Refused as refused:
+                refused.error.fields["command_id"] = await self._log_refusal(
+                    session, user, device, line, refused.error, "failure"
+                )
+                raise refused.error from None
         library: dict[str, Any] = {}
         if (prepare := self.envelope_preparers.get(spec.name)) is not None:
             try:
@@ -213,6 +222,9 @@ class Dispatcher:
         run = self._begin(session, user, device, line, parsed, spec, subscriber)
         now = run.started_at
         args: dict[str, Any] = dict(parsed.args)
+        args["requested_by"] = user.name  # remediation records keep who asked (the envelope is signed)
+        if entity is not None and spec.name == "remediate":
+            args["entity"] = entity  # the agent acts only on what the analyst listed (and checks it still is)
         if spec.name == "getfile":
             args.update(await self._open_transfer(run, session, user, device, parsed))
         envelope = Envelope(
@@ -318,6 +330,36 @@ class Dispatcher:
 
     # -- prerequisites and getfile (SPEC §4, §7) ---------------------------------
 
+    def _prerequisite_plan(self, session: Session, parsed: ParsedLine, spec: CommandSpec) -> _Prerequisite | None:
+        """Which listing this command needs first, of which entity (SPEC §4); None when it needs none."""
+        if spec.prerequisite is None:
+            return None
+        cwd = self.cwd.get(session.id, session.cwd)
+        if spec.name != "remediate":
+            target = resolve_lexically(cwd, str(parsed.args["path"]))
+            return _Prerequisite(spec.prerequisite, target, f"{spec.prerequisite} {quote_word(target)}", "path", target)
+        kind = str(parsed.args["type"])
+        command = REMEDIATION_PREREQUISITES.get(kind)
+        if command is None:  # list; registry (refused on the device)
+            return None
+        ident = parsed.args.get("id")
+        if ident is None or str(ident) == "":
+            raise _Refused(CommandLineError(f"remediate {kind} needs the entity's id: usage: {spec.usage}"))
+        text = str(ident)
+        if kind == "file":
+            target = resolve_lexically(cwd, text)
+            return _Prerequisite(command, target, f"fileinfo {quote_word(target)}", "path", target)
+        if kind == "process":
+            if not text.isdigit():
+                raise _Refused(CommandLineError(f"remediate process takes a process id, not {text!r}"))
+            return _Prerequisite(command, f"pid {int(text)}", f"processes {int(text)}", "pid", int(text))
+        if kind == "service":
+            return _Prerequisite(command, text, f"services -name {quote_word(text)}", "name", text)
+        if kind == "scheduledtask":
+            return _Prerequisite(command, text, f"scheduledtasks {quote_word(text)}", "name", text)
+        target = resolve_lexically(cwd, text) if "/" in text else text
+        return _Prerequisite(command, target, command, "path" if "/" in text else "name", target)
+
     async def _require_prerequisite(
         self,
         session: Session,
@@ -326,51 +368,58 @@ class Dispatcher:
         permissions: frozenset[str],
         line: str,
         parsed: ParsedLine,
-        spec: CommandSpec,
+        plan: _Prerequisite,
         settings: dict[str, Any],
     ) -> dict[str, Any]:
-        """The prerequisite's result for the same entity in this session; with -auto it is run first."""
-        assert spec.prerequisite is not None
-        target = resolve_lexically(self.cwd.get(session.id, session.cwd), str(parsed.args["path"]))
-        found = await self._prerequisite_result(session, spec.prerequisite, target)
+        """The prerequisite's result for the same entity in this session; with -auto it is run first.
+        Refusals raise _Refused (the caller logs them)."""
+        found = await self._prerequisite_result(session, plan)
         if found is None and parsed.args.get("auto"):
-            first = await self.submit(
-                session, user, device, permissions, f"{spec.prerequisite} {quote_word(target)}", settings
-            )
+            first = await self.submit(session, user, device, permissions, plan.auto_line, settings)
             await first.done.wait()
             assert first.final is not None
-            if first.final["status"] == "completed":
-                found = first.final["result"]
-            else:
+            if first.final["status"] != "completed":
                 reason = (first.final.get("error") or {}).get("message", first.final["status"])
-                failed = CommandFailed(f"{spec.prerequisite} of {target} (run by -auto) failed: {reason}")
-                failed.fields["command_id"] = await self._log_refusal(session, user, device, line, failed, "failure")
-                raise failed
+                raise _Refused(CommandFailed(f"{plan.auto_line} (run by -auto) failed: {reason}"))
+            found = await self._prerequisite_result(session, plan)
+            if found is None:
+                raise _Refused(NotFound(f"{plan.auto_line} (run by -auto) did not list {plan.entity}"))
         if found is None:
-            missing = PrerequisiteMissing(
-                f"{spec.name} needs {spec.prerequisite} of {target} first in this session: "
-                f"run '{spec.prerequisite} {quote_word(target)}', or add -auto",
-                prerequisite=spec.prerequisite,
+            raise _Refused(
+                PrerequisiteMissing(
+                    f"{parsed.command} needs {plan.command} of {plan.entity} first in this session: "
+                    f"run '{plan.auto_line}', or add -auto",
+                    prerequisite=plan.command,
+                )
             )
-            missing.fields["command_id"] = await self._log_refusal(session, user, device, line, missing, "failure")
-            raise missing
-        if spec.name == "getfile":
-            refusal = _getfile_refusal(found, target, int(settings["getfile_max_bytes"]))
+        if parsed.command == "getfile":
+            refusal = _getfile_refusal(found, plan.entity, int(settings["getfile_max_bytes"]))
             if refusal is not None:
-                refusal.fields["command_id"] = await self._log_refusal(session, user, device, line, refusal, "failure")
-                raise refusal
+                raise _Refused(refusal)
         return found
 
-    async def _prerequisite_result(self, session: Session, command: str, target: str) -> dict[str, Any] | None:
+    async def _prerequisite_result(self, session: Session, plan: _Prerequisite) -> dict[str, Any] | None:
+        """The newest completed result of plan.command in this session that shows the entity."""
         await self.settled(session.id)
         for row in reversed(await self.store.commands(session.tenant_id, session_id=session.id)):
-            if row.command == command and row.status == "completed" and row.output:
-                try:
-                    result = json.loads(row.output)
-                except ValueError:
-                    continue
-                if isinstance(result, dict) and result.get("path") == target:
-                    return result
+            if row.command != plan.command or row.status != "completed" or not row.output:
+                continue
+            text = row.output
+            if row.output_blob is not None:  # a long listing: the log row holds a preview, the blob all of it
+                text = (await asyncio.to_thread(self.blobs.read, row.output_blob)).decode()
+            try:
+                result = json.loads(text)
+            except ValueError:
+                continue
+            candidates = result if isinstance(result, list) else [result]
+            matches = [c for c in candidates if isinstance(c, dict) and c.get(plan.key) == plan.value]
+            if plan.key == "name" and not matches and plan.command == "services":
+                matches = [c for c in candidates if isinstance(c, dict) and c.get("name") == f"{plan.value}.service"]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                where = ", ".join(str(c.get("path")) for c in matches[:5])
+                raise _Refused(CommandFailed(f"{plan.entity} names {len(matches)} entries ({where}): give the path"))
         return None
 
     async def _open_transfer(
@@ -661,6 +710,8 @@ class Dispatcher:
             if run.logged is not None:
                 await run.logged
             await self.store.finish_command(run.command_id, run.session_id, session_values, **values)
+            if (audit := _remediation_audit(run, status, result, error)) is not None:
+                await self.store.audit(audit)
         finally:
             run.persisted.set()
             self._settling.pop(run.command_id, None)
@@ -670,6 +721,49 @@ class Dispatcher:
             task.cancel()
         for run in list(self.running.values()):
             await self._finish(run, "failed", None, {"code": "server_stopped", "message": "the server stopped"})
+
+
+def _remediation_audit(
+    run: Running, status: str, result: dict[str, Any] | None, error: dict[str, Any] | None
+) -> AuditEvent | None:
+    """Remediations and undos get an audit record of what was done on the device, beside the command's own."""
+    if run.spec.name not in ("remediate", "undo") or run.parsed.args.get("type") == "list":
+        return None
+    detail: dict[str, Any] = {
+        "command_id": run.command_id,
+        "session": run.session_id,
+        "device": run.device_id,
+        "type": run.parsed.args.get("type"),
+        "id": run.parsed.args.get("id"),
+        "status": status,
+    }
+    if result is not None:
+        for key in ("id", "state", "actions", "left", "path", "sha256"):
+            if key in result:
+                detail["remediation_id" if key == "id" else key] = result[key]
+    if error is not None:
+        detail["error"] = error.get("message")
+    outcome = "success" if status == "completed" else "failure"
+    return AuditEvent(run.tenant_id, run.user_name, f"remediation.{run.spec.name}", outcome, detail)
+
+
+@dataclass(frozen=True)
+class _Prerequisite:
+    """The listing a command needs first: run ``auto_line`` and find the row whose ``key`` is ``value``."""
+
+    command: str
+    entity: str  # as the analyst will read it in a refusal
+    auto_line: str
+    key: str
+    value: str | int
+
+
+class _Refused(Exception):
+    """A refusal decided while checking a prerequisite; the caller logs it before raising the error."""
+
+    def __init__(self, error: LiveResponseError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _getfile_refusal(info: dict[str, Any], target: str, limit: int) -> LiveResponseError | None:

@@ -48,6 +48,7 @@ class CommandContext:
     root: str = "/"
     fileinfo_hash_max_bytes: int = 10 * 1024**3
     getfile_max_bytes: int = 3 * 1024**3
+    getfile_limit_name: str = "getfile_max_bytes"  # or the device policy, when it caps lower
     cancel_event: threading.Event = field(default_factory=threading.Event)
     # Set by the runner: send file bytes (transfer id, offset, data) and report an event row at once.
     upload: Callable[[str, int, bytes], None] | None = None

@@ -44,7 +44,7 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> Row:
         raise CommandFailed(f"{shown} is a {kind}, not a regular file: getfile collects regular files only")
     if info.st_size > ctx.getfile_max_bytes:
         raise LimitExceeded(
-            f"{shown} is {info.st_size} bytes, over getfile_max_bytes ({ctx.getfile_max_bytes} bytes)",
+            f"{shown} is {info.st_size} bytes, over {ctx.getfile_limit_name} ({ctx.getfile_max_bytes} bytes)",
             size=info.st_size,
             limit=ctx.getfile_max_bytes,
         )
