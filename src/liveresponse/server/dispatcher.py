@@ -145,7 +145,7 @@ class Dispatcher:
             user_name=user.name,
             device_name=device.name,
             command_line=line,
-            command=command,  # set for a permission denial: the command is known, and was never sent
+            command=command,  # set when the command is known (a denial, a prerequisite) and was never sent
             args_json="{}",
             started_at=now,
             ended_at=now,
@@ -198,14 +198,15 @@ class Dispatcher:
             offline.fields["command_id"] = await self._log_refusal(session, user, device, line, offline, "failure")
             raise offline
         entity: dict[str, Any] | None = None
-        if (plan := self._prerequisite_plan(session, parsed, spec)) is not None:
+        if spec.prerequisite is not None:
             try:
-                entity = await self._require_prerequisite(
-                    session, user, device, permissions, line, parsed, plan, settings
-                )
+                if (plan := self._prerequisite_plan(session, parsed, spec)) is not None:
+                    entity = await self._require_prerequisite(
+                        session, user, device, permissions, line, parsed, plan, settings
+                    )
             except _Refused as refused:
                 refused.error.fields["command_id"] = await self._log_refusal(
-                    session, user, device, line, refused.error, "failure"
+                    session, user, device, line, refused.error, "failure", command=spec.name
                 )
                 raise refused.error from None
         library: dict[str, Any] = {}
@@ -344,14 +345,14 @@ class Dispatcher:
             return None
         ident = parsed.args.get("id")
         if ident is None or str(ident) == "":
-            raise _Refused(CommandLineError(f"remediate {kind} needs the entity's id: usage: {spec.usage}"))
+            raise _Refused(CommandFailed(f"remediate {kind} needs the entity's id: usage: {spec.usage}"))
         text = str(ident)
         if kind == "file":
             target = resolve_lexically(cwd, text)
             return _Prerequisite(command, target, f"fileinfo {quote_word(target)}", "path", target)
         if kind == "process":
             if not text.isdigit():
-                raise _Refused(CommandLineError(f"remediate process takes a process id, not {text!r}"))
+                raise _Refused(CommandFailed(f"remediate process takes a process id, not {text!r}"))
             return _Prerequisite(command, f"pid {int(text)}", f"processes {int(text)}", "pid", int(text))
         if kind == "service":
             return _Prerequisite(command, text, f"services -name {quote_word(text)}", "name", text)

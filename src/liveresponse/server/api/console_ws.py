@@ -83,6 +83,12 @@ async def console_channel(websocket: WebSocket, session_id: str) -> None:
                         async with send_lock:
                             await websocket.send_text(json.dumps({"type": "error", "ref": ref, "error": exc.to_wire()}))
                         continue
+                    except Exception:  # a bug must cost one command, not the analyst's channel
+                        log.exception("session %s: the server failed on %r", session_id, message["line"])
+                        error = {"code": "internal", "message": "the server failed on this command; see its log"}
+                        async with send_lock:
+                            await websocket.send_text(json.dumps({"type": "error", "ref": ref, "error": error}))
+                        continue
                     accepted = {
                         "type": "accepted",
                         "ref": ref,
