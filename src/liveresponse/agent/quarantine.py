@@ -24,8 +24,10 @@ does it unlink the original and fsync its directory. A crash:
 * before the blob is published leaves a ``.tmp-*`` file in ``blobs/`` and the
   original in place: nothing was remediated;
 * after the record is saved but before the unlink leaves the original in place
-  and a record in state "remediating": ``undo`` sees the same inode still at the
-  path and marks the record restored without writing anything;
+  and a record in state "remediating": ``undo`` sees the same file still at the
+  path (inode, size, times, mode, owner and sha256 all as recorded: a file made
+  after the unlink often gets the freed inode back) and marks the record
+  restored without writing anything;
 * after the unlink leaves a record in state "remediating" whose blob holds the
   content: ``undo`` restores it like any other.
 
@@ -526,6 +528,8 @@ def _already_restored(record: dict[str, Any]) -> str:
 def _entity_key(type: str, entity: str) -> str:
     if type in ("file", "startupfolder") and entity.startswith("/"):
         return resolve_lexically("/", entity)
+    if type == "service":
+        return entity.removesuffix(".service")  # systemd's own rule: "ssh" names ssh.service
     return entity
 
 

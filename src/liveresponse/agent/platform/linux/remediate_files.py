@@ -18,6 +18,7 @@ from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux.autostart import parse_desktop_entry
 from liveresponse.agent.platform.linux.file_metadata import group_name, owner_name
 from liveresponse.agent.platform.linux.protected import Protection, protection
+from liveresponse.agent.platform.linux.remediate_common import still_in_place
 from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 from liveresponse.agent.quarantine import Vault, conflict_at, now_iso_seconds
 from liveresponse.protocol.errors import CommandFailed, NotFound
@@ -153,7 +154,7 @@ def undo_file(ctx: CommandContext, vault: Vault, record: dict[str, Any]) -> dict
     items = [item for item in record.get("items") or [] if item.get("kind") == "file"]
     if not items:
         raise CommandFailed(f"{record['id']} holds no quarantined file to restore")
-    if record["state"] == "remediating" and all(_never_left(item) for item in items):
+    if record["state"] == "remediating" and all(still_in_place(item) for item in items):
         # Interrupted before the unlink (module docstring of agent/quarantine.py): the file is in place.
         for item in items:
             vault.discard_blob(item)
@@ -203,6 +204,3 @@ def _lstat(shown: str) -> os.stat_result | None:
         return None
 
 
-def _never_left(item: dict[str, Any]) -> bool:
-    info = _lstat(item["path"])
-    return info is not None and (info.st_dev, info.st_ino) == (item.get("dev"), item.get("inode"))
