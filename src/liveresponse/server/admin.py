@@ -182,6 +182,11 @@ async def _dispatch(config: ServerConfig, store: Store, pki: Any, args: Any) -> 
         from liveresponse.server.library_admin import add_publisher
 
         return await add_publisher(store, await _tenant_id(store, args.tenant), args.name, args.pubkey, ACTOR)
+    if what in ("ioc", "rules"):
+        from liveresponse.server.intel import admin_ioc, admin_rules
+
+        intel_command = admin_ioc if what == "ioc" else admin_rules
+        return await intel_command(store, await _tenant_id(store, args.tenant), args, ACTOR)
     if what == "audit":
         problems = await store.verify_audit()
         if problems:

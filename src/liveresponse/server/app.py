@@ -23,6 +23,7 @@ from liveresponse.server.config import ServerConfig
 from liveresponse.server.dispatcher import Dispatcher
 from liveresponse.server.gateway import Gateway
 from liveresponse.server.idle import SWEEP_EVERY_S, IdleReaper
+from liveresponse.server.intel import IntelService
 from liveresponse.server.library import LibraryService
 from liveresponse.server.pki import Pki
 from liveresponse.server.state import AppState
@@ -72,6 +73,7 @@ def make_app(
     app.state.idle = idle  # tests sweep it by hand with an injected clock
     app.state.library = LibraryService(store, blobs, lambda user: _permissions(state, user))
     app.state.library.install(dispatcher.server_commands, dispatcher.envelope_preparers)
+    IntelService(store, blobs, app.state.library).install(dispatcher.envelope_preparers)
 
     @app.exception_handler(LiveResponseError)
     async def _lr_error(_request: Request, exc: LiveResponseError) -> JSONResponse:

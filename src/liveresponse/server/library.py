@@ -169,7 +169,7 @@ class LibraryService:
 
     # -- putfile and run -------------------------------------------------------
 
-    def _ticket(self, sha256: str, device_id: str) -> str:
+    def issue_ticket(self, sha256: str, device_id: str) -> str:
         now = time.time()
         for key in [k for k, t in self._tickets.items() if t.expires_at < now]:
             del self._tickets[key]
@@ -192,7 +192,7 @@ class LibraryService:
             "name": row.name,
             "sha256": row.sha256,
             "size": row.size,
-            "ticket": self._ticket(row.sha256, device.id),
+            "ticket": self.issue_ticket(row.sha256, device.id),
             "path": f"/agent/v1/blobs/{row.sha256}",
         }
 

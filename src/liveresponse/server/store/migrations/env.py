@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from liveresponse.server.store import (
+    intel_models,  # noqa: F401 - registers its tables on Base
     library_models,  # noqa: F401 - registers its tables on Base
     transfer_models,  # noqa: F401 - registers its tables on Base
 )
