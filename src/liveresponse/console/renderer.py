@@ -17,14 +17,18 @@ def render_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, one_per_line: bool = False) -> str:
+    """A value as table text. In one object's table a list shows one item per line (a remediation's
+    actions, analyze's findings); in a listing it stays on one line (a command line's words)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return " ".join(_cell(v) for v in value)
+        return ("\n" if one_per_line else " ").join(_cell(v, one_per_line) for v in value)
     if isinstance(value, dict):
+        if one_per_line and all(not isinstance(v, dict | list) for v in value.values()):
+            return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items() if v is not None)
         return json.dumps(value, ensure_ascii=False)
     return str(value)
 
@@ -62,7 +66,7 @@ def render_table(spec: CommandSpec, args: dict[str, Any], value: Any, width: int
         table.add_column("value", overflow="fold")
         for key in keys + extra:
             if key in value:
-                table.add_row(key, Text(_cell(value[key])))
+                table.add_row(key, Text(_cell(value[key], one_per_line=True)))
         return _to_text(table, width)
     return "" if value is None else _cell(value)
 
