@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from liveresponse.protocol.names import escape_bytes, escape_text, unescape_to_bytes
+from liveresponse.protocol.names import canonical, escape_bytes, escape_output, escape_text, unescape_to_bytes
 
 
 @given(st.binary())
@@ -27,7 +27,7 @@ def test_round_trip_of_backslash_heavy_bytes(raw: bytes) -> None:
     assert unescape_to_bytes(escape_bytes(raw)) == raw
 
 
-@given(st.text().filter(lambda t: "\\" not in t))
+@given(st.text().filter(lambda t: "\\" not in t and not any(c < " " or c == "\x7f" for c in t)))
 def test_valid_utf8_without_backslashes_is_unchanged(text: str) -> None:
     raw = text.encode("utf-8", "surrogatepass")
     try:
@@ -42,6 +42,8 @@ def test_valid_utf8_without_backslashes_is_unchanged(text: str) -> None:
     ("raw", "text"),
     [
         (b"bad\xff", "bad\\xff"),
+        (b"two\nlines", "two\\x0alines"),  # a control character is shown escaped: it can be typed back
+        (b"x\x1b]0;title\x07", "x\\x1b]0;title\\x07"),  # and never drives the analyst's terminal
         (b"\xff\xfe", "\\xff\\xfe"),
         (b"caf\xc3\xa9", "café"),
         (b"caf\xc3", "caf\\xc3"),
@@ -65,3 +67,16 @@ def test_escape_text_takes_fsdecoded_names() -> None:
 
 def test_unescape_accepts_upper_case_hex() -> None:
     assert unescape_to_bytes("bad\\xFF") == b"bad\xff"
+
+
+@given(st.binary())
+def test_output_form_round_trips_and_keeps_lines(raw: bytes) -> None:
+    text = escape_output(raw)
+    assert unescape_to_bytes(text) == raw
+    assert text.count("\n") == raw.count(b"\n")
+
+
+def test_canonical_form_of_a_typed_name() -> None:
+    assert canonical("/tmp/\\x41b") == "/tmp/Ab"
+    assert canonical("/tmp/two\\x0alines") == "/tmp/two\\x0alines"
+    assert canonical("/tmp/\\x5cx41") == "/tmp/\\x5cx41"

@@ -101,7 +101,7 @@ class PolicyFile:
         self.explicit = path is not None
         self.path = path or DEFAULT_POLICY_FILE
         self._lock = threading.Lock()
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: tuple[int, int, int, int] | None = None
         self._policy = Policy()
         self._error: PolicyError | None = None
 
@@ -119,11 +119,11 @@ class PolicyFile:
             except OSError as exc:
                 self._error = PolicyError(f"device policy {self.path} cannot be read: {exc.strerror}")
                 raise self._error from None
-            seen = (info.st_size, info.st_mtime_ns, info.st_ino)
+            seen = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)  # ctime: no touch -d hides an edit
             if seen != self._seen:
                 self._seen = seen
                 try:
-                    text = self.path.read_text(encoding="utf-8")
+                    text = self.path.read_text(encoding="utf-8-sig")  # a byte-order mark is not an error
                     self._policy, self._error = parse_policy(text, str(self.path)), None
                 except UnicodeDecodeError:
                     self._error = PolicyError(f"device policy {self.path} is not UTF-8 text")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from liveresponse.protocol.errors import CommandFailed, NotAvailable
-from liveresponse.protocol.names import escape_bytes, unescape_to_bytes
+from liveresponse.protocol.names import escape_output, unescape_to_bytes
 
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MINIMAL_ENV_KEYS = ("PATH", "HOME", "LANG", "USER", "LOGNAME", "PWD")
@@ -180,7 +180,7 @@ def run_process(
             cut = safe_cut(stream.pending, final)
             if cut == 0:
                 continue
-            text = escape_bytes(bytes(stream.pending[:cut]))
+            text = escape_output(bytes(stream.pending[:cut]))
             del stream.pending[:cut]
             if report is not None:
                 report({"stream": stream.name, "text": text})
@@ -224,8 +224,8 @@ def run_process(
         proc.stderr.close()
     stdout, stderr = list(streams.values())
     # stderr first, to half the frame budget; stdout gets the rest.
-    stderr_text = _fit(escape_bytes(bytes(stderr.kept)), keep_bytes // 2)
-    stdout_text = _fit(escape_bytes(bytes(stdout.kept)), keep_bytes - len(json.dumps(stderr_text).encode()))
+    stderr_text = _fit(escape_output(bytes(stderr.kept)), keep_bytes // 2)
+    stdout_text = _fit(escape_output(bytes(stdout.kept)), keep_bytes - len(json.dumps(stderr_text).encode()))
     notes = []
     for stream, text in ((stdout, stdout_text), (stderr, stderr_text)):
         kept = len(unescape_to_bytes(text))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 from rich.console import Console
@@ -15,6 +16,10 @@ from liveresponse.protocol.catalogue import CommandSpec, ResultShape, Tier, grou
 
 def render_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+# Text from the device never drives the analyst's terminal: control characters show as \xHH (names.py).
+_CONTROLS = re.compile("[\x00-\x1f\x7f]")
 
 
 def _cell(value: Any, one_per_line: bool = False) -> str:
@@ -30,7 +35,7 @@ def _cell(value: Any, one_per_line: bool = False) -> str:
         if one_per_line and all(not isinstance(v, dict | list) for v in value.values()):
             return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items() if v is not None)
         return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def _to_text(table: Table, width: int) -> str:

@@ -38,7 +38,7 @@ from liveresponse.protocol.errors import (
     PermissionDenied,
     PrerequisiteMissing,
 )
-from liveresponse.protocol.names import resolve_lexically
+from liveresponse.protocol.names import canonical, resolve_lexically
 from liveresponse.protocol.signing import ENVELOPE_TTL_S, Envelope, sign
 from liveresponse.protocol.transfer import decode_chunk
 from liveresponse.server.blobs import BlobStore
@@ -337,7 +337,7 @@ class Dispatcher:
             return None
         cwd = self.cwd.get(session.id, session.cwd)
         if spec.name != "remediate":
-            target = resolve_lexically(cwd, str(parsed.args["path"]))
+            target = canonical(resolve_lexically(cwd, str(parsed.args["path"])))
             return _Prerequisite(spec.prerequisite, target, f"{spec.prerequisite} {quote_word(target)}", "path", target)
         kind = str(parsed.args["type"])
         command = REMEDIATION_PREREQUISITES.get(kind)
@@ -348,7 +348,7 @@ class Dispatcher:
             raise _Refused(CommandFailed(f"remediate {kind} needs the entity's id: usage: {spec.usage}"))
         text = str(ident)
         if kind == "file":
-            target = resolve_lexically(cwd, text)
+            target = canonical(resolve_lexically(cwd, text))
             return _Prerequisite(command, target, f"fileinfo {quote_word(target)}", "path", target)
         if kind == "process":
             if not text.isdigit():
@@ -358,7 +358,7 @@ class Dispatcher:
             return _Prerequisite(command, text, f"services -name {quote_word(text)}", "name", text)
         if kind == "scheduledtask":
             return _Prerequisite(command, text, f"scheduledtasks {quote_word(text)}", "name", text)
-        target = resolve_lexically(cwd, text) if "/" in text else text
+        target = canonical(resolve_lexically(cwd, text)) if "/" in text else text
         return _Prerequisite(command, target, command, "path" if "/" in text else "name", target)
 
     async def _require_prerequisite(
@@ -413,7 +413,7 @@ class Dispatcher:
             except ValueError:
                 continue
             candidates = result if isinstance(result, list) else [result]
-            matches = [c for c in candidates if isinstance(c, dict) and c.get(plan.key) == plan.value]
+            matches = [c for c in candidates if isinstance(c, dict) and _shows(c, plan)]
             if plan.key == "name" and not matches and plan.command == "services":
                 matches = [c for c in candidates if isinstance(c, dict) and c.get("name") == f"{plan.value}.service"]
             if len(matches) == 1:
@@ -745,7 +745,21 @@ def _remediation_audit(
     if error is not None:
         detail["error"] = error.get("message")
     outcome = "success" if status == "completed" else "failure"
+    if error is not None and error.get("code") in _END_NOT_REPORTED:
+        # The device may have done it all: a begun remediation completes there (DR-14). Say so, not "failure".
+        outcome = "unknown"
+        detail["note"] = "the device did not report the end; 'remediate list' on the device shows what was done"
     return AuditEvent(run.tenant_id, run.user_name, f"remediation.{run.spec.name}", outcome, detail)
+
+
+_END_NOT_REPORTED = frozenset({"device_offline", "server_stopped", "timed_out", "cancelled"})
+
+
+def _shows(row: dict[str, Any], plan: _Prerequisite) -> bool:
+    value = row.get(plan.key)
+    if plan.key == "path" and isinstance(value, str):
+        return canonical(value) == plan.value  # both in the one shown form (names.py)
+    return bool(value == plan.value)
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,8 @@ async def admin_ioc(store: Store, tenant_id: str, args: Any, actor: str) -> int:
         title = args.title.strip()
         if not title or len(title) > TITLE_MAX_CHARS:
             raise IntelError(f"--title takes a text of 1 to {TITLE_MAX_CHARS} characters")
+        if any(ch < " " or ch == "\x7f" for ch in title):
+            raise IntelError("--title takes one line of text: control characters (newlines, escapes) are refused")
         if args.verdict not in VERDICTS:
             raise IntelError(f"--verdict is one of {', '.join(VERDICTS)}")
         row, replaced = await ops.put_indicator(tenant_id, sha256, args.verdict, title, actor)

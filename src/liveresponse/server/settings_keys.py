@@ -30,7 +30,7 @@ SETTING_KEYS: dict[str, SettingKey] = {
         SettingKey("sessions_per_device", int, 1, "concurrent sessions per device"),
         SettingKey("idle_timeout_s", int, 300, "seconds without activity before a session ends"),
         SettingKey("command_timeout_s", int, 600, "seconds before a command times out"),
-        SettingKey("long_command_timeout_s", int, 1800, "timeout of getfile, findfile and run, in seconds"),
+        SettingKey("long_command_timeout_s", int, 1800, "timeout of getfile, findfile, run and analyze, in seconds"),
         SettingKey("getfile_max_bytes", int, 3 * GIB, "largest file getfile collects, in bytes (3 GiB)"),
         SettingKey("fileinfo_hash_max_bytes", int, 10 * GIB, "largest file fileinfo hashes, in bytes (10 GiB)"),
         SettingKey("library_max_bytes", int, 250 * MIB, "largest library file, in bytes (250 MiB)"),

@@ -73,7 +73,7 @@ class AuditEvent:
     tenant_id: str | None
     actor: str
     event: str
-    outcome: str  # success | denied | failure
+    outcome: str  # success | denied | failure | unknown (a remediation whose end the device did not report)
     detail: dict[str, Any]
 
 
