@@ -154,7 +154,7 @@ def test_restore_never_overwrites_and_keeps_the_content_after_refusing(tmp_path:
 
     assert refused.value.message == (
         f"{os.fsdecode(path)} exists (file, 27 bytes, modified 2017-07-14T02:40:00.987654Z): "
-        "undo never overwrites; move it away first"
+        "undo never overwrites, so nothing was changed; move it away first"
     )
     assert Path(os.fsdecode(path)).read_bytes() == b"something new, 27 bytes...\n"
     assert (vault.blobs / item["blob"]).exists()
@@ -171,7 +171,7 @@ def test_a_directory_where_a_parent_was_is_a_conflict(tmp_path: Path) -> None:
     item = vault.quarantine_file(path)
     shutil.rmtree(tmp_path / "d")
     (tmp_path / "d").write_bytes(b"a file now")
-    with pytest.raises(Conflict, match=r"d exists \(file, 10 bytes, .*where the directory .*/d was"):
+    with pytest.raises(Conflict, match=r"/d exists \(file, 10 bytes, .*\) where a directory was: undo never"):
         vault.restore_file(item)
 
 
@@ -404,3 +404,63 @@ def test_a_fake_dpkg_list_protects_a_file_in_a_temp_dir(tmp_path: Path) -> None:
     assert checker.reason(os.fsencode(target)) == "owned by package faketool:amd64 (dpkg)"  # cached for a minute
     now[0] = 61.0
     assert checker.reason(os.fsencode(target)) is None
+
+
+# -- links on the way are never followed --------------------------------------------------------------------------
+
+
+def test_a_directory_swapped_for_a_link_is_a_conflict_and_nothing_is_written_there(tmp_path: Path) -> None:
+    # An unprivileged user owning /tmp/x swaps it for a link to /etc/cron.d: a restore made as root must not follow.
+    vault = Vault(tmp_path / "state")
+    (tmp_path / "x").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = os.fsencode(tmp_path / "x" / "job")
+    plant(path, b"* * * * * root evil\n")
+    item = vault.quarantine_file(path)
+    os.rename(tmp_path / "x", tmp_path / "x-moved")
+    (tmp_path / "x").symlink_to(elsewhere)
+
+    assert vault.restore_conflicts(item) == [
+        f"{tmp_path / 'x'} exists (link to {elsewhere}, modified {_modified(tmp_path / 'x')}) where a directory was"
+    ]
+    with pytest.raises(Conflict, match=r"/x exists \(link to .*/elsewhere, .*\) where a directory was: undo never"):
+        vault.restore_file(item)
+    assert os.listdir(elsewhere) == [] and (vault.blobs / item["blob"]).exists()
+
+
+def test_a_file_reached_through_a_link_goes_back_where_it_really_was(tmp_path: Path) -> None:
+    vault = Vault(tmp_path / "state")
+    real, other = tmp_path / "real", tmp_path / "other"
+    real.mkdir()
+    other.mkdir()
+    (tmp_path / "via").symlink_to(real)
+    path = os.fsencode(tmp_path / "via" / "payload")
+    plant(path, b"payload\n")
+    item = vault.quarantine_file(path)
+    assert (item["path"], item["real_path"]) == (os.fsdecode(path), str(real / "payload"))
+    (tmp_path / "via").unlink()
+    (tmp_path / "via").symlink_to(other)  # re-pointed meanwhile: the restore still goes to the real place
+
+    result = vault.restore_file(item)
+
+    assert result["path"] == os.fsdecode(path)
+    assert (real / "payload").read_bytes() == b"payload\n" and os.listdir(other) == []
+
+
+def test_original_in_place_never_opens_a_fifo(tmp_path: Path) -> None:
+    vault = Vault(tmp_path / "state")
+    path = os.fsencode(tmp_path / "f")
+    plant(path, b"content")
+    item = vault.quarantine_file(path)
+    os.mkfifo(path)
+    assert vault.original_in_place(item) is False  # answered at once: a FIFO opened for reading waits for a writer
+    assert vault.restore_conflicts(item) == [
+        f"{os.fsdecode(path)} exists (fifo, modified {_modified(Path(os.fsdecode(path)))})"
+    ]
+
+
+def _modified(path: Path) -> str | None:
+    from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
+
+    return iso_utc_from_ns(path.lstat().st_mtime_ns)

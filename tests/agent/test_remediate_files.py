@@ -71,7 +71,7 @@ def test_remediate_file_then_undo_by_path(ctx: CommandContext, tmp_path: Path) -
         "type": "file",
         "entity": str(target),
         "state": "remediated",
-        "actions": [f"quarantined {target} ({len(content)} bytes, sha256 {sha256}) as {rid}"],
+        "actions": [f"quarantined {target} ({len(content)} bytes, sha256 {sha256})"],
         "left": [],
         "path": str(target),
         "sha256": sha256,
@@ -114,7 +114,7 @@ def test_undo_refuses_what_appeared_at_the_path_and_changes_nothing(ctx: Command
 
     assert refused.value.message == (
         f"{target} exists (file, 4 bytes, modified 2023-11-14T22:13:20.123456Z):"
-        " undo never overwrites; move it away first"
+        " undo never overwrites, so nothing was changed; move it away first"
     )
     assert target.read_bytes() == b"new\n"
     assert remediate.run(ctx, {"type": "list"})[0]["state"] == "remediated"
@@ -161,7 +161,7 @@ def test_a_protected_file_needs_force(ctx: CommandContext, tmp_path: Path) -> No
     assert target.exists() and vault.records() == []
 
     record = remediate_file(ctx, vault, str(target), entity, True, checker=checker)
-    assert record["actions"][0] == "forced: owned by package faketool (dpkg)"
+    assert record["actions"][0].endswith(" (-force: owned by package faketool (dpkg))")
     assert not target.exists()
 
 
@@ -221,7 +221,7 @@ def test_remediate_startupfolder_quarantines_the_entry(ctx: CommandContext, tmp_
     assert record["type"] == "startupfolder" and record["entity"] == str(entry)
     assert record["actions"] == [
         "autostart entry 'Updater' (Exec '/tmp/.x/updater --silent')",
-        f"quarantined {entry} ({len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()}) as {record['id']}",
+        f"quarantined {entry} ({len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()})",
     ]
     restored = undo.run(ctx, {"type": "startupfolder", "id": str(entry)})
     assert restored["state"] == "restored"
@@ -432,13 +432,58 @@ def test_undo_of_a_remediation_interrupted_before_the_unlink(ctx: CommandContext
     record = vault.new_record("file", str(target), ctx)
     record["state"] = "remediating"
     item = vault.quarantine_file(os.fsencode(twin), record=record)
-    item["path"] = str(target)
+    item["path"] = item["real_path"] = str(target)
     vault.save(record)
 
     restored = undo.run(ctx, {"type": "file", "id": str(target)})
 
     assert restored["state"] == "restored"
     assert restored["actions"] == [
-        f"the remediation was interrupted before {target} was removed: it is in place, unchanged"
+        f"{target} is in place, unchanged: the remediation was interrupted before removing it"
     ]
     assert target.read_bytes() == b"still here\n" and os.listdir(vault.blobs) == []
+
+
+def test_an_entry_swapped_for_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # The entry is checked with lstat, then read: a FIFO swapped in between would block a plain open() forever.
+    from liveresponse.agent.platform.linux import remediate_files
+
+    entry = tmp_path / "swapped.desktop"
+    plant(entry, b"[Desktop Entry]\nExec=/bin/true\n", mode=0o644)
+    listed_info = entry.lstat()
+    entry.unlink()
+    os.mkfifo(entry)
+    began = time.monotonic()
+    changes = remediate_files._entry_changes(os.fsencode(entry), listed_info, {"exec": "/bin/true"})
+    assert changes == ["it was replaced meanwhile"] and time.monotonic() - began < 5
+
+
+_AGENT_BELOW = """
+import os, sys
+from pathlib import Path
+from liveresponse.agent.commands import remediate
+from liveresponse.agent.commands.context import CommandContext
+from liveresponse.agent.platform.linux.process_table import boot_time_s, read_process
+grandparent = read_process(os.getppid(), boot_time_s()).ppid
+try:
+    remediate.run(CommandContext(state_dir=Path(sys.argv[1])), {"type": "process", "id": str(grandparent)})
+except Exception as error:
+    print(error)
+"""
+_LAUNCH = "import subprocess, sys; subprocess.run([sys.executable, *sys.argv[1:]], check=True)"
+
+
+def test_an_ancestor_of_the_agent_is_never_stopped(
+    ctx: CommandContext, children: list[subprocess.Popen[bytes]]
+) -> None:
+    # Say a shell that started the agent by hand: stopping it could take the agent down half-way through.
+    # The shape: this test -> launcher (the grandparent, a throwaway) -> launcher -> an agent that is asked to stop it.
+    argv = [sys.executable, "-c", _LAUNCH, "-c", _LAUNCH, "-c", _AGENT_BELOW, str(ctx.state_dir)]
+    grandparent = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    children.append(grandparent)
+    out, _ = grandparent.communicate(timeout=60)
+    assert grandparent.returncode == 0
+    assert out.decode().strip() == (
+        f"pid {grandparent.pid} is an ancestor of the agent: stopping it could stop the agent half-way;"
+        " it is never remediated"
+    )

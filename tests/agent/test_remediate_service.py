@@ -23,6 +23,7 @@ from liveresponse.agent.platform.linux import protected, remediate_common, remed
 from liveresponse.agent.platform.linux.process_table import ProcessGone, boot_time_s, read_process
 from liveresponse.agent.platform.linux.remediate_service import remediate_service as remediate
 from liveresponse.agent.platform.linux.remediate_service import undo_service as undo
+from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 from liveresponse.agent.quarantine import Vault
 from liveresponse.protocol.errors import CommandFailed, Conflict, NotFound
 from tests.agent.planting import PASSWD, plant
@@ -32,9 +33,6 @@ EVIL = (
     "[Unit]\nDescription=Evil\n[Service]\nExecStart=/usr/local/bin/evil --serve\n"
     "[Install]\nWantedBy=multi-user.target\n"
 )
-
-
-NEW_SHA = hashlib.sha256(b"new\n").hexdigest()
 
 
 def sha256(path: Path) -> str:
@@ -77,6 +75,10 @@ def listed(ctx: CommandContext, name: str) -> dict[str, Any]:
     return rows[0]
 
 
+def mtime_of(path: Path) -> str | None:
+    return iso_utc_from_ns(path.lstat().st_mtime_ns)
+
+
 def links_of(root: Path) -> dict[str, str]:
     units = root / UNITS.lstrip("/")
     found = {}
@@ -95,7 +97,7 @@ def test_files_and_links_of_a_service_go_and_come_back(root: Path, ctx: CommandC
         " -> /etc/systemd/system/evil.service",
         "removed enabling link /etc/systemd/system/network.target.requires/evil.service -> ../evil.service",
         "removed alias link /etc/systemd/system/evil-alias.service -> evil.service",
-        f"quarantined executable /usr/local/bin/evil (sha256 {before_sha})",
+        f"quarantined executable /usr/local/bin/evil (25 bytes, sha256 {before_sha})",
     ]
     assert record["left"] == [f"not stopped: the collector root {root} is offline, it has no processes"]
     assert (record["type"], record["entity"], record["state"], record["path"], record["sha256"]) == (
@@ -109,7 +111,7 @@ def test_files_and_links_of_a_service_go_and_come_back(root: Path, ctx: CommandC
 
     result = undo(ctx, vault, record)
     assert result["actions"] == [
-        f"restored executable {exe} (sha256 {before_sha})",
+        f"restored executable {exe} (sha256 {before_sha}) with mode 0750, owner root:1003, mtime {mtime_of(exe)}",
         "re-created enabling link /etc/systemd/system/multi-user.target.wants/evil.service"
         " -> /etc/systemd/system/evil.service",
         "re-created enabling link /etc/systemd/system/network.target.requires/evil.service -> ../evil.service",
@@ -165,9 +167,8 @@ def test_undo_never_overwrites_and_changes_nothing(root: Path, ctx: CommandConte
     with pytest.raises(Conflict) as raised:
         undo(ctx, vault, record)
     assert raised.value.message == (
-        f"undo would overwrite what is there now, so nothing was changed: {newcomer} is now a file of 4 bytes, "
-        f"sha256 {NEW_SHA}; /etc/systemd/system/evil-alias.service is now a symbolic "
-        "link to /elsewhere"
+        f"{newcomer} exists (file, 4 bytes, modified {mtime_of(newcomer)}); {squatter} exists (link to /elsewhere,"
+        f" modified {mtime_of(squatter)}): undo never overwrites, so nothing was changed; move them away first"
     )
     assert newcomer.read_text() == "new\n"
     assert links_of(root) == {
@@ -190,7 +191,7 @@ def test_undo_after_the_agent_died_before_the_unlink(root: Path, ctx: CommandCon
     os.link(keep, exe)  # the very file is back at its place, as if the unlink never happened
     keep.unlink()
     result = undo(ctx, vault, record)
-    assert result["actions"][0] == f"executable {exe} had never left its place"
+    assert result["actions"][0] == f"executable {exe} is in place, unchanged: nothing to put back"
     assert sha256(exe) == record["sha256"] and result["state"] == "restored"
 
 
@@ -210,7 +211,8 @@ def test_a_protected_executable_stays_without_force(
     undo(ctx, vault, record)
     forced = remediate(ctx, vault, "evil", listed(ctx, "evil"), True)
     assert forced["actions"][-1] == (
-        f"quarantined executable /usr/local/bin/evil (sha256 {forced['sha256']}) (-force: owned by package evil (dpkg))"
+        f"quarantined executable /usr/local/bin/evil (25 bytes, sha256 {forced['sha256']})"
+        " (-force: owned by package evil (dpkg))"
     )
     assert not (root / "usr/local/bin/evil").exists()
 
@@ -230,7 +232,7 @@ def test_the_script_an_interpreter_runs_is_quarantined_too(
     assert record["left"][-1] == (
         "left /usr/bin/python3.11 in place: a core system path (/usr/bin); -force quarantines it"
     )
-    assert record["actions"][-1] == f"quarantined script /opt/evil/beacon.py (sha256 {record['sha256']})"
+    assert record["actions"][-1] == f"quarantined script /opt/evil/beacon.py (16 bytes, sha256 {record['sha256']})"
     assert not script.exists() and (root / "usr/bin/python3.11").exists()
 
 
@@ -247,8 +249,9 @@ def test_sysv_start_links_and_files(root: Path, ctx: CommandContext, vault: Vaul
     assert record["actions"] == [
         "removed start link /etc/rc2.d/S02legacy -> ../init.d/legacy",
         "removed start link /etc/rc3.d/S02legacy -> ../init.d/legacy",
-        f"quarantined daemon /usr/sbin/legacyd (sha256 {hashlib.sha256(b'daemon').hexdigest()})",
-        f"quarantined init script /etc/init.d/legacy (sha256 {record['items'][-1]['sha256']})",
+        f"quarantined daemon /usr/sbin/legacyd (6 bytes, sha256 {hashlib.sha256(b'daemon').hexdigest()})",
+        f"quarantined init script /etc/init.d/legacy ({record['items'][-1]['size']} bytes,"
+        f" sha256 {record['items'][-1]['sha256']})",
     ]
     assert not script.exists() and not daemon.exists() and (root / "etc/rc0.d/K01legacy").is_symlink()
     assert not (root / "etc/rc2.d/S02legacy").is_symlink()
@@ -427,4 +430,102 @@ def test_sigkill_after_the_grace_and_descendants_too() -> None:
 def test_a_launch_that_cannot_exec_says_why(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing")
     with pytest.raises(CommandFailed, match=rf"could not start {missing}: FileNotFoundError"):
-        remediate_common.launch_detached(remediate_common.LaunchSpec(missing, [missing]))
+        remediate_service.launch_detached(remediate_service.LaunchSpec(missing, [missing]))
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_a_pid_reused_since_it_was_found_is_never_signalled() -> None:
+    # The service's main pid is found with its start time; a process given the same pid later has another one.
+    process = subprocess.Popen(["/bin/sleep", "600"])
+    try:
+        started = read_process(process.pid, boot_time_s()).start_time_s
+        assert remediate_common.stop_process_tree(process.pid, 0.2, started_s=started - 3) is None
+        time.sleep(0.3)
+        assert process.poll() is None  # left alone
+        result = remediate_common.stop_process_tree(process.pid, 0.2, started_s=started)
+        assert result is not None and result.terminated == [process.pid]
+        assert process.wait(5) == -signal.SIGTERM
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_every_conflict_is_found_before_anything_is_put_back(root: Path, ctx: CommandContext, vault: Vault) -> None:
+    # Two files and two links: the last file's directory and a link's directory are no longer directories.
+    plant(root, "/etc/init.d/legacy", "#!/bin/sh\nDAEMON=/usr/sbin/legacyd\n", 0o755)
+    daemon = plant(root, "/usr/sbin/legacyd", "daemon", 0o755)
+    for level in ("2", "3"):
+        (root / f"etc/rc{level}.d").mkdir()
+        (root / f"etc/rc{level}.d/S02legacy").symlink_to("../init.d/legacy")
+    record = remediate(ctx, vault, "legacy", listed(ctx, "legacy"), False)
+    shutil.rmtree(root / "etc/init.d")
+    (root / "etc/init.d").write_text("not a directory\n")
+    shutil.rmtree(root / "etc/rc3.d")
+    (root / "etc/rc3.d").write_text("nor this\n")
+
+    with pytest.raises(Conflict) as raised:
+        undo(ctx, vault, record)
+
+    assert raised.value.message == (
+        f"{root}/etc/init.d exists (file, 16 bytes, modified {mtime_of(root / 'etc/init.d')}) where a directory was;"
+        f" {root}/etc/rc3.d exists (file, 9 bytes, modified {mtime_of(root / 'etc/rc3.d')}) where a directory was:"
+        " undo never overwrites, so nothing was changed; move them away first"
+    )
+    assert not daemon.exists() and not (root / "etc/rc2.d/S02legacy").is_symlink()  # nothing put back
+    saved = vault.get(record["id"])
+    assert saved is not None and saved["state"] == "remediated" and not any(i.get("restored") for i in saved["items"])
+
+
+def test_a_links_directory_swapped_for_a_link_is_never_followed(root: Path, ctx: CommandContext, vault: Vault) -> None:
+    # multi-user.target.wants swapped for a link to another directory: re-creating the link there would enable
+    # the unit somewhere else (a user's own directory pointed at a system one, say).
+    record = remediate(ctx, vault, "evil", listed(ctx, "evil"), False)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    (wants / "good.service").rename(elsewhere / "good.service")
+    wants.rmdir()
+    wants.symlink_to(elsewhere)
+    with pytest.raises(Conflict, match=r"multi-user.target.wants exists \(link to .*/elsewhere, .*where a directory"):
+        undo(ctx, vault, record)
+    assert os.listdir(elsewhere) == ["good.service"]
+    assert (root / "usr/local/bin/evil").exists() is False  # nothing restored either
+
+
+def test_a_failed_stop_leaves_no_record(
+    root: Path, ctx: CommandContext, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def systemctl(user: str | None, *args: str) -> str:
+        raise CommandFailed(f"systemctl --no-pager {' '.join(args)} failed: Access denied")
+
+    real_list = remediate_service.list_services
+    monkeypatch.setattr(
+        remediate_service, "list_services", lambda fs, name: [{**r, "state": "running"} for r in real_list(fs, name)]
+    )
+    monkeypatch.setattr(remediate_service, "systemd_is_running", lambda fs: True)
+    monkeypatch.setattr(remediate_common, "systemctl", systemctl)
+    with pytest.raises(CommandFailed, match=r"^systemctl --no-pager stop evil.service failed: Access denied$"):
+        remediate(ctx, vault, "evil", {**listed(ctx, "evil"), "state": "running"}, False)
+    assert vault.records() == []  # not a record stuck in "remediating"
+    assert len(links_of(root)) == 4 and (root / "usr/local/bin/evil").exists()
+
+
+def test_a_file_that_cannot_be_quarantined_after_the_links_went_is_named(
+    root: Path, ctx: CommandContext, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: bytes, *args: object, **kwargs: object) -> dict[str, Any]:
+        raise CommandFailed(f"cannot remove {os.fsdecode(path)}: Operation not permitted; nothing done")
+
+    monkeypatch.setattr(vault, "quarantine_file", refuse)
+    record = remediate(ctx, vault, "evil", listed(ctx, "evil"), False)
+    exe = root / "usr/local/bin/evil"
+    assert record["state"] == "remediated" and exe.exists()
+    assert record["left"][-1] == (
+        f"executable /usr/local/bin/evil was not quarantined: cannot remove {exe}: Operation not permitted; nothing done"
+    )
+    assert links_of(root) == {"multi-user.target.wants/good.service": f"{UNITS}/good.service"}
+    saved = vault.get(record["id"])
+    assert saved is not None and saved["state"] == "remediated"
+    assert undo(ctx, vault, saved)["state"] == "restored" and len(links_of(root)) == 4

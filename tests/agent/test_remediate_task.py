@@ -15,6 +15,7 @@ from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux import protected, remediate_common, remediate_task
 from liveresponse.agent.platform.linux.remediate_task import remediate_task as remediate
 from liveresponse.agent.platform.linux.remediate_task import undo_task as undo
+from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 from liveresponse.agent.quarantine import Vault
 from liveresponse.protocol.errors import CommandFailed, Conflict, NotFound
 from tests.agent.planting import AT_RUN, at_job_name, plant, plant_jobs, plant_user_timer
@@ -186,10 +187,16 @@ def test_a_periodic_script_is_quarantined(root: Path, ctx: CommandContext, vault
     content, info = script.read_bytes(), script.stat()
     record = remediate(ctx, vault, "x", listed(ctx, "/etc/cron.daily/cleanup"), False)
     assert not script.exists()
-    assert record["actions"] == [f"quarantined periodic cron script /etc/cron.daily/cleanup (sha256 {sha(content)})"]
+    assert record["actions"] == [
+        f"quarantined periodic cron script /etc/cron.daily/cleanup ({len(content)} bytes, sha256 {sha(content)})"
+    ]
     assert (record["path"], record["sha256"]) == ("/etc/cron.daily/cleanup", sha(content))
     result = undo(ctx, vault, record)
-    assert result["actions"] == [f"restored periodic cron script {script} (sha256 {sha(content)})"]
+    mtime = iso_utc_from_ns(info.st_mtime_ns)
+    assert result["actions"] == [
+        f"restored periodic cron script {script} (sha256 {sha(content)}) with mode {info.st_mode & 0o7777:04o},"
+        f" owner root:root, mtime {mtime}"
+    ]
     after = script.stat()
     assert script.read_bytes() == content
     assert (after.st_mode, after.st_uid, after.st_mtime_ns) == (info.st_mode, info.st_uid, info.st_mtime_ns)
@@ -219,7 +226,7 @@ def test_an_at_job_keeps_at_s_mode_and_owner(root: Path, ctx: CommandContext, va
     record = remediate(ctx, vault, "at:7", row, False)
     assert not job.exists() and record["sha256"] == sha(content)
     assert record["actions"] == [
-        f"quarantined at job /var/spool/cron/atjobs/{job.name} (sha256 {sha(content)})",
+        f"quarantined at job /var/spool/cron/atjobs/{job.name} ({len(content)} bytes, sha256 {sha(content)})",
     ]
     assert [r["name"] for r in scheduledtasks.run(ctx, {"name": "at:*"})] == []
     undo(ctx, vault, record)
@@ -266,7 +273,7 @@ def test_a_timer_link_in_the_way_is_a_conflict(root: Path, ctx: CommandContext, 
     link = root / "home/alice/.config/systemd/user/timers.target.wants/beacon.timer"
     record = remediate(ctx, vault, "x", listed(ctx, "user:alice/beacon.timer"), False)
     link.write_text("squatter")
-    with pytest.raises(Conflict, match=r"timers.target.wants/beacon.timer is now a file of 8 bytes"):
+    with pytest.raises(Conflict, match=r"timers.target.wants/beacon.timer exists \(file, 8 bytes, .*\): undo never"):
         undo(ctx, vault, record)
     assert link.read_text() == "squatter"
 
@@ -298,3 +305,87 @@ def test_a_system_timer_through_systemctl(
     assert calls == [(None, ("daemon-reload",)), (None, ("start", "clean.timer"))]
     assert result["actions"][-1] == "started the timer through systemctl start clean.timer"
     assert os.readlink(wants / "clean.timer") == "/usr/lib/systemd/system/clean.timer"
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_a_failed_timer_stop_leaves_no_record(
+    root: Path, ctx: CommandContext, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def systemctl(user: str | None, *args: str) -> str:
+        if args[0] == "is-active":
+            return "active\n"
+        raise CommandFailed("systemctl --no-pager stop clean.timer failed: Access denied")
+
+    wants = root / "etc/systemd/system/timers.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "clean.timer").symlink_to("/usr/lib/systemd/system/clean.timer")
+    monkeypatch.setattr(remediate_task, "systemd_is_running", lambda fs: True)
+    monkeypatch.setattr(remediate_common, "systemctl", systemctl)
+    with pytest.raises(CommandFailed, match="^systemctl --no-pager stop clean.timer failed: Access denied$"):
+        remediate(ctx, vault, "clean.timer", listed(ctx, "clean.timer"), False)
+    assert vault.records() == [] and (wants / "clean.timer").is_symlink()
+
+
+def test_a_script_that_cannot_be_quarantined_leaves_no_record(
+    root: Path, ctx: CommandContext, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: bytes, *args: object, **kwargs: object) -> dict[str, Any]:
+        raise CommandFailed(f"cannot remove {os.fsdecode(path)}: Operation not permitted; nothing done")
+
+    monkeypatch.setattr(vault, "quarantine_file", refuse)
+    with pytest.raises(CommandFailed, match=r"cannot remove .*/etc/cron.daily/cleanup: Operation not permitted"):
+        remediate(ctx, vault, "x", listed(ctx, "/etc/cron.daily/cleanup"), False)
+    assert vault.records() == [] and (root / "etc/cron.daily/cleanup").exists()
+
+
+def test_a_script_replaced_after_it_was_checked_is_not_quarantined(
+    root: Path, ctx: CommandContext, vault: Vault
+) -> None:
+    script = root / "etc/cron.daily/cleanup"
+    row = listed(ctx, "/etc/cron.daily/cleanup")
+    real_is_file = remediate_task.FsRoot.is_file
+
+    def swapping_is_file(fs: remediate_task.FsRoot, path: str) -> bool:
+        answer = real_is_file(fs, path)
+        if path == "/etc/cron.daily/cleanup" and script.read_bytes() != b"#!/bin/sh\necho swapped in..\n":
+            script.unlink()
+            script.write_bytes(b"#!/bin/sh\necho swapped in..\n")  # after the check, the same size, often the inode
+        return answer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(remediate_task.FsRoot, "is_file", swapping_is_file)
+        with pytest.raises(CommandFailed, match=r"cleanup changed since it was listed: .*status change time was "):
+            remediate(ctx, vault, "x", row, False)
+    assert script.read_bytes() == b"#!/bin/sh\necho swapped in..\n" and vault.records() == []
+
+
+def test_a_crontab_edited_meanwhile_is_left_as_it_is(tmp_path: Path) -> None:
+    crontab = tmp_path / "crontab"
+    crontab.write_bytes(b"edited by someone else\n")
+    with pytest.raises(CommandFailed, match="crontab changed while it was being edited; nothing was done"):
+        remediate_task.rewrite_atomically(str(crontab), b"as read\n", b"without the line\n")
+    assert crontab.read_bytes() == b"edited by someone else\n" and os.listdir(tmp_path) == ["crontab"]
+
+
+def test_undo_of_a_cron_remediation_interrupted_before_the_rewrite(
+    root: Path, ctx: CommandContext, vault: Vault
+) -> None:
+    backup = root / "etc/cron.d/backup"
+    record = remediate(ctx, vault, "x", listed(ctx, "/etc/cron.d/backup:4"), False)
+    backup.write_bytes(BACKUP)  # as the agent left it when it died before the rewrite ...
+    record["state"] = "remediating"  # ... with the record saved just before
+    vault.save(record)
+    result = undo(ctx, vault, record)
+    assert result["actions"] == [
+        "the remediation was interrupted before line 4 of /etc/cron.d/backup was removed: it is in place, unchanged"
+    ]
+    assert result["state"] == "restored" and backup.read_bytes() == BACKUP
+
+
+def test_a_row_without_its_source_is_a_clear_error(ctx: CommandContext, vault: Vault) -> None:
+    row = {"name": "/etc/cron.d/backup:4", "kind": "cron", "line": 4}
+    with pytest.raises(CommandFailed) as raised:
+        remediate(ctx, vault, "x", row, False)
+    assert raised.value.message == "the scheduledtasks row of /etc/cron.d/backup:4 has no source; nothing was done"

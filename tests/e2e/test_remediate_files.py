@@ -71,7 +71,7 @@ def test_file_remediated_listed_and_restored_exactly(cluster: Cluster, tmp_path:
         "type": "file",
         "entity": str(target),
         "state": "remediated",
-        "actions": [f"quarantined {target} ({len(content)} bytes, sha256 {sha256}) as {rid}"],
+        "actions": [f"quarantined {target} ({len(content)} bytes, sha256 {sha256})"],
         "left": [],
         "path": str(target),
         "sha256": sha256,
@@ -115,8 +115,8 @@ def test_undo_refuses_to_overwrite_a_new_file(cluster: Cluster, tmp_path: Path) 
 
     assert refused.returncode == 1
     assert (
-        f"{target} exists (file, 21 bytes, modified 2022-04-15T05:20:00.250000Z): undo never overwrites;"
-        " move it away first"
+        f"{target} exists (file, 21 bytes, modified 2022-04-15T05:20:00.250000Z): undo never overwrites,"
+        " so nothing was changed; move it away first"
     ) in refused.stderr
     assert target.read_bytes() == b"an innocent new file\n"
     (rows,) = console_ok(cluster, "remediate list -output json")
@@ -246,7 +246,7 @@ def test_a_system_autostart_entry_is_quarantined_and_restored(cluster: Cluster) 
         digest = hashlib.sha256(content).hexdigest()
         assert record["actions"] == [
             "autostart entry 'Sneaky Updater' (Exec '/tmp/.hidden/upd --quiet')",
-            f"quarantined {entry} ({len(content)} bytes, sha256 {digest}) as {record['id']}",
+            f"quarantined {entry} ({len(content)} bytes, sha256 {digest})",
         ]
         (restored,) = console_ok(cluster, f"undo startupfolder {entry} -output json")
         assert restored["state"] == "restored"

@@ -22,6 +22,7 @@ import pytest
 from liveresponse.agent.platform.linux.process_table import ProcessGone, boot_time_s, read_process, read_processes
 from liveresponse.agent.platform.linux.rootfs import FsRoot
 from liveresponse.agent.platform.linux.services import systemd_is_running
+from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 from liveresponse.testing.cluster import Cluster
 from tests.e2e.library_helpers import json_documents
 
@@ -62,7 +63,8 @@ def test_a_running_service_is_stopped_disabled_quarantined_and_undone(cluster: C
     exe = tmp_path / "bin" / f"{name}-sleep"
     exe.parent.mkdir()
     shutil.copy2("/bin/sleep", exe)
-    exe_sha, exe_mode = sha256(exe), exe.stat().st_mode
+    exe_sha, exe_mode, exe_size = sha256(exe), exe.stat().st_mode, exe.stat().st_size
+    exe_mtime = iso_utc_from_ns(exe.stat().st_mtime_ns)
     argv = [str(exe), "3600", "7"]  # sleep adds its arguments up
     unit = Path(f"/etc/systemd/system/{name}.service")
     wants = Path(f"/etc/systemd/system/multi-user.target.wants/{name}.service")
@@ -88,7 +90,7 @@ def test_a_running_service_is_stopped_disabled_quarantined_and_undone(cluster: C
         assert record["actions"] == [
             f"stopped pid {process.pid} ({' '.join(argv)}): SIGTERM",
             f"removed enabling link {wants} -> {unit}",
-            f"quarantined executable {exe} (sha256 {exe_sha})",
+            f"quarantined executable {exe} ({exe_size} bytes, sha256 {exe_sha})",
         ]
         assert (record["type"], record["entity"], record["state"], record["path"], record["sha256"]) == (
             "service", name, "remediated", str(unit), exe_sha,
@@ -100,7 +102,8 @@ def test_a_running_service_is_stopped_disabled_quarantined_and_undone(cluster: C
         restarted = pids_running(argv)
         assert len(restarted) == 1 and restarted[0] != process.pid
         assert undone["actions"] == [
-            f"restored executable {exe} (sha256 {exe_sha})",
+            f"restored executable {exe} (sha256 {exe_sha}) with mode {exe_mode & 0o7777:04o}, owner root:root,"
+            f" mtime {exe_mtime}",
             f"re-created enabling link {wants} -> {unit}",
             f"started from ExecStart (systemd is not running): pid {restarted[0]}",
         ]

@@ -31,11 +31,19 @@ does it unlink the original and fsync its directory. A crash:
 * after the unlink leaves a record in state "remediating" whose blob holds the
   content: ``undo`` restores it like any other.
 
+Links are never followed on the way. A file is quarantined from, and restored
+to, its real directory (the path's links resolved when it is quarantined, kept
+as ``real_path``), opened from ``/`` one component at a time without following a
+symbolic link: a directory swapped for a link (``/tmp/x`` -> ``/etc/cron.d``)
+cannot redirect a restore made as root; it is a conflict.
+
 ``restore_file`` never overwrites: the new file is written to a temporary name
-in the target directory and hard-linked into place (``link`` fails if anything
-appeared meanwhile). The blob is removed only after the file is in place; a
-crash between the two leaves a blob that a repeated undo reports as a conflict
-(the file is back), never a loss.
+in the target directory, given its owner, mode, attributes and times, and
+hard-linked into place (``link`` fails if anything appeared meanwhile). The blob
+is removed only after the file is in place; a crash between the two leaves a
+blob and a file in place that ``original_in_place`` recognises, never a loss.
+``restore_conflicts`` says what stands in the way before anything is changed, so
+an undo of several items checks them all first.
 
 Records are JSON (one file each, written atomically). Items of kinds other than
 "file" (links, cron lines: services and scheduled tasks) belong to their
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -55,7 +64,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,6 +93,7 @@ _RECORD_ID = re.compile(r"^rem_[0-9a-f]{12}$")
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DEFAULT_DIR = {"mode": 0o755, "uid": 0, "gid": 0}  # a parent the item does not record (it records them all)
 
 # One lock per state directory, whoever builds the Vault: two remediations never interleave.
 _LOCKS: dict[str, threading.RLock] = {}
@@ -101,18 +111,28 @@ def is_record_id(text: str) -> bool:
 
 
 def now_iso_seconds() -> str:
+    """The time form of records (whole seconds, UTC): remediated_at and restored_at."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def describe_existing(path: bytes, info: os.stat_result) -> str:
-    """What is at a place now, for a refusal: type, size, modified."""
-    kind = file_metadata.detailed_type(info.st_mode)
-    return f"{escape_bytes(path)} exists ({kind}, {info.st_size} bytes, modified {iso_utc_from_ns(info.st_mtime_ns)})"
+    """What is at a place now, for a refusal: type (a link's target), size of a file, modified."""
+    modified = iso_utc_from_ns(info.st_mtime_ns)
+    shown = escape_bytes(path)
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            return f"{shown} exists (link to {escape_bytes(os.readlink(path))}, modified {modified})"
+        except OSError:
+            return f"{shown} exists (link, modified {modified})"
+    if stat.S_ISREG(info.st_mode):
+        return f"{shown} exists (file, {info.st_size} bytes, modified {modified})"
+    return f"{shown} exists ({file_metadata.detailed_type(info.st_mode)}, modified {modified})"
 
 
-def conflict_at(path: bytes, info: os.stat_result, where: str = "") -> Conflict:
-    """The refusal of an undo that would overwrite what is at a place now."""
-    return Conflict(f"{describe_existing(path, info)}{where}: undo never overwrites; move it away first")
+def conflict(places: list[str]) -> Conflict:
+    """The refusal of an undo that would overwrite what is at its places now (``describe_existing``)."""
+    them = "it" if len(places) == 1 else "them"
+    return Conflict(f"{'; '.join(places)}: undo never overwrites, so nothing was changed; move {them} away first")
 
 
 def differences(expect: dict[str, Any], info: os.stat_result, sha256: str | None = None) -> list[str]:
@@ -124,9 +144,93 @@ def differences(expect: dict[str, Any], info: os.stat_result, sha256: str | None
         found.append(f"device was {expect['dev']}, now {info.st_dev}")
     if expect.get("size") is not None and int(expect["size"]) != info.st_size:
         found.append(f"size was {expect['size']} bytes, now {info.st_size}")
+    if expect.get("ctime_ns") is not None and int(expect["ctime_ns"]) != info.st_ctime_ns:
+        was, now = iso_utc_from_ns(int(expect["ctime_ns"])), iso_utc_from_ns(info.st_ctime_ns)
+        found.append(f"status change time was {was}, now {now} (rewritten or replaced)")
     if sha256 is not None and expect.get("sha256") and expect["sha256"] != sha256:
         found.append(f"sha256 was {expect['sha256']}, now {sha256}")
     return found
+
+
+class Blocked(Exception):
+    """Something other than a directory stands where a directory on the way was (``description`` says what)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+def open_directory(path: bytes, make: Callable[[bytes], dict[str, Any]] | None = None) -> tuple[int, list[bytes]]:
+    """``path`` opened from / one component at a time, never following a symbolic link; the fd and what was made.
+
+    A link or a non-directory on the way raises :class:`Blocked`. A missing component raises
+    FileNotFoundError, unless ``make`` gives the mode and owner (``mode``, ``uid``, ``gid``) to make it
+    with; the directories made are returned top down, and removed again if the walk fails.
+    """
+    fd = os.open(b"/", _DIR_FLAGS)
+    current = b"/"
+    made: list[bytes] = []
+    try:
+        for name in (part for part in path.split(b"/") if part):
+            current = os.path.join(current, name)
+            try:
+                child = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if make is None:
+                    raise
+                child = _make_directory(fd, name, make(current))
+                made.append(current)
+            except OSError as error:
+                if error.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                raise Blocked(f"{describe_existing(current, info)} where a directory was") from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        remove_made(made)
+        raise
+    return fd, made
+
+
+def _make_directory(parent_fd: int, name: bytes, recorded: dict[str, Any]) -> int:
+    os.mkdir(name, 0o700, dir_fd=parent_fd)
+    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
+    # chown first: it would clear a set-group-id bit set before it.
+    os.fchown(fd, int(recorded["uid"]), int(recorded["gid"]))
+    os.fchmod(fd, int(recorded["mode"]))
+    return fd
+
+
+def remove_made(made: list[bytes]) -> None:
+    """Remove directories ``open_directory`` made (empty ones only), deepest first."""
+    for directory in reversed(made):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def in_the_way(path: bytes) -> list[str]:
+    """What stands at ``path`` or in place of a directory on the way to it (nothing: the way is free)."""
+    directory, name = os.path.split(path)
+    try:
+        dir_fd, _ = open_directory(directory)
+    except Blocked as blocked:
+        return [blocked.description]
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # the rest of the way is made
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return []
+    finally:
+        os.close(dir_fd)
+    return [describe_existing(path, info)]
+
+
+def place_of(item: dict[str, Any]) -> bytes:
+    """Where a quarantined file really was (records made before ``real_path`` only have ``path``)."""
+    return unescape_to_bytes(item.get("real_path") or item["path"])
 
 
 class Vault:
@@ -176,28 +280,43 @@ class Vault:
     # -- files ----------------------------------------------------------------
 
     def quarantine_file(
-        self, path: bytes, expect: dict[str, Any] | None = None, record: dict[str, Any] | None = None
+        self,
+        path: bytes,
+        expect: dict[str, Any] | None = None,
+        record: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Move a regular file into the vault (see the module docstring for the order of steps).
 
-        ``expect`` (a listing's sha256/inode/size, optionally dev) is checked first; any
+        ``expect`` (a listing's sha256/inode/size, optionally dev and ctime_ns) is checked first; any
         difference is refused, nothing done. ``record``, when given, gets the item and
-        is saved before the original is unlinked.
+        is saved before the original is unlinked. ``details`` (the caller's own facts,
+        such as the file's role) go into the item before it is saved.
         """
         self._ready()
         shown = escape_bytes(path)
         directory, name = os.path.split(path)
+        real_directory = os.path.realpath(directory or b"/")
         try:
-            dir_fd = os.open(directory or b"/", _DIR_FLAGS)
+            dir_fd, _ = open_directory(real_directory)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"no such file: {shown}") from None
+        except Blocked as blocked:
+            raise CommandFailed(f"{shown} moved while being quarantined: {blocked.description}; nothing done") from None
         try:
-            return self._quarantine_in(dir_fd, path, name, expect or {}, record)
+            return self._quarantine_in(dir_fd, path, real_directory, name, expect or {}, record, details or {})
         finally:
             os.close(dir_fd)
 
     def _quarantine_in(
-        self, dir_fd: int, path: bytes, name: bytes, expect: dict[str, Any], record: dict[str, Any] | None
+        self,
+        dir_fd: int,
+        path: bytes,
+        real_directory: bytes,
+        name: bytes,
+        expect: dict[str, Any],
+        record: dict[str, Any] | None,
+        details: dict[str, Any],
     ) -> dict[str, Any]:
         shown = escape_bytes(path)
         try:
@@ -238,6 +357,7 @@ class Vault:
         item: dict[str, Any] = {
             "kind": "file",
             "path": shown,
+            "real_path": escape_bytes(os.path.join(real_directory, name)),
             "size": before.st_size,
             "sha256": sha256,
             "mode": stat.S_IMODE(before.st_mode),
@@ -252,7 +372,8 @@ class Vault:
             "links": before.st_nlink,
             "xattrs": xattrs,
             "blob": blob_name,
-            "parents": _parents(path),
+            "parents": _parents(real_directory),
+            **details,
         }
         saved_before = record is not None and self._record_path(record["id"]).exists()
         try:
@@ -343,25 +464,65 @@ class Vault:
         finally:
             source.close()
 
+    def original_in_place(self, item: dict[str, Any]) -> bool:
+        """The quarantined original never left (the agent died between saving the record and the unlink).
+
+        The inode alone does not prove it: a file created after the unlink often gets the freed inode
+        back. Size, mtime, mode, owner and content must all be the recorded ones too.
+        """
+        place = place_of(item)
+        directory, name = os.path.split(place)
+        try:
+            dir_fd, _ = open_directory(directory)
+        except (Blocked, OSError):
+            return False
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or _identity(info) != _recorded_identity(item):
+                return False
+            fd = _open_quietly(name, dir_fd)  # no link, no FIFO swapped in meanwhile: O_NOFOLLOW | O_NONBLOCK
+        except OSError:
+            return False
+        finally:
+            os.close(dir_fd)
+        try:
+            if _identity(os.fstat(fd)) != _recorded_identity(item):
+                return False
+            digest = hashlib.sha256()
+            while chunk := _read_chunk(fd):
+                digest.update(chunk)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return digest.hexdigest() == item.get("sha256")
+
+    def restore_conflicts(self, item: dict[str, Any]) -> list[str]:
+        """What stands in the way of putting ``item`` back (none: the way is free, or the original never left)."""
+        return [] if self.original_in_place(item) else in_the_way(place_of(item))
+
     def restore_file(self, item: dict[str, Any]) -> dict[str, Any]:
         """Put a quarantined file back exactly, never over anything (see the module docstring)."""
-        path = unescape_to_bytes(item["path"])
+        place = place_of(item)
         shown = item["path"]
-        existing = _lstat(path)
-        if existing is not None:
-            raise conflict_at(path, existing)
-        created = self._make_parents(item)
-        directory, name = os.path.split(path)
+        blocking = in_the_way(place)
+        if blocking:
+            raise conflict(blocking)
+        directory, name = os.path.split(place)
+        parents = {unescape_to_bytes(p["path"]): p for p in item.get("parents") or []}
+        made: list[bytes] = []
         try:
-            dir_fd = os.open(directory or b"/", _DIR_FLAGS)
+            dir_fd, made = open_directory(directory, lambda missing: parents.get(missing) or _DEFAULT_DIR)
             try:
-                xattrs_failed = self._restore_in(dir_fd, path, name, item)
+                xattrs_failed = self._restore_in(dir_fd, place, name, item)
             finally:
                 os.close(dir_fd)
-        except BaseException:
-            for made in reversed(created):
-                with contextlib.suppress(OSError):
-                    os.rmdir(made)
+        except Blocked as blocked:
+            raise conflict([blocked.description]) from None
+        except BaseException as error:
+            remove_made(made)
+            if isinstance(error, OSError):
+                raise CommandFailed(f"cannot restore {shown}: {error.strerror or error}; nothing restored") from None
             raise
         (self.blobs / item["blob"]).unlink(missing_ok=True)
         _fsync_dir(self.blobs)
@@ -369,13 +530,13 @@ class Vault:
             "path": shown,
             "sha256": item["sha256"],
             "size": item["size"],
-            "created_parents": [escape_bytes(p) for p in created],
+            "created_parents": [escape_bytes(p) for p in made],
         }
         if xattrs_failed:
             result["xattrs_not_restored"] = xattrs_failed
         return result
 
-    def _restore_in(self, dir_fd: int, path: bytes, name: bytes, item: dict[str, Any]) -> list[str]:
+    def _restore_in(self, dir_fd: int, place: bytes, name: bytes, item: dict[str, Any]) -> list[str]:
         tmp_name = b".lr-restore-" + secrets.token_hex(6).encode()
         fd = os.open(tmp_name, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
@@ -396,43 +557,19 @@ class Vault:
             os.fchown(fd, int(item["uid"]), int(item["gid"]))
             os.fchmod(fd, int(item["mode"]))
             xattrs_failed = _write_xattrs(fd, item.get("xattrs") or {})
+            # Times on the open file, before it has a name anyone could swap: link() changes neither.
+            os.utime(fd, ns=(int(item["atime_ns"]), int(item["mtime_ns"])))
             os.fsync(fd)
             try:
                 os.link(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
             except FileExistsError:
-                appeared = _lstat(path)
-                if appeared is None:
-                    raise Conflict(f"something appeared at {item['path']} meanwhile; nothing restored") from None
-                raise conflict_at(path, appeared) from None
-            os.utime(name, ns=(int(item["atime_ns"]), int(item["mtime_ns"])), dir_fd=dir_fd, follow_symlinks=False)
+                appeared = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                raise conflict([describe_existing(place, appeared)]) from None
         finally:
             os.close(fd)
             os.unlink(tmp_name, dir_fd=dir_fd)
         os.fsync(dir_fd)
         return xattrs_failed
-
-    def _make_parents(self, item: dict[str, Any]) -> list[bytes]:
-        """Re-create missing ancestors with their recorded mode and owner, top down; the ones made."""
-        created: list[bytes] = []
-        try:
-            for parent in item.get("parents") or []:
-                where = unescape_to_bytes(parent["path"])
-                try:
-                    info = os.stat(where)
-                except FileNotFoundError:
-                    os.mkdir(where, 0o700)
-                    created.append(where)
-                    os.chown(where, int(parent["uid"]), int(parent["gid"]), follow_symlinks=False)
-                    os.chmod(where, int(parent["mode"]))
-                    continue
-                if not stat.S_ISDIR(info.st_mode):
-                    raise conflict_at(where, info, f" where the directory {parent['path']} was")
-        except BaseException:
-            for made in reversed(created):
-                with contextlib.suppress(OSError):
-                    os.rmdir(made)
-            raise
-        return created
 
     def discard_blob(self, item: dict[str, Any]) -> None:
         """Forget a blob whose original turned out never to have left its place."""
@@ -469,6 +606,12 @@ class Vault:
         self._ready()
         write_atomic(self._record_path(record["id"]), json.dumps(record, indent=1).encode())
         _fsync_dir(self.records_dir)
+
+    def drop_record(self, record: dict[str, Any]) -> None:
+        """Forget a record whose remediation changed nothing."""
+        self._record_path(record["id"]).unlink(missing_ok=True)
+        if self.records_dir.exists():
+            _fsync_dir(self.records_dir)
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         if not is_record_id(record_id):
@@ -581,34 +724,26 @@ def _write_xattrs(fd: int, values: dict[str, str]) -> list[str]:
     return failed
 
 
-def _parents(path: bytes) -> list[dict[str, Any]]:
-    """Every ancestor directory, from / down, with its mode and owner."""
-    ancestors = []
-    current = os.path.dirname(path)
-    while True:
-        ancestors.append(current)
-        if current in (b"/", b""):
-            break
-        current = os.path.dirname(current)
+def _parents(directory: bytes) -> list[dict[str, Any]]:
+    """``directory`` and every directory above it, from / down, with its mode and owner."""
+    ancestors = [directory]
+    while ancestors[-1] != b"/":
+        ancestors.append(os.path.dirname(ancestors[-1]))
     rows = []
-    for directory in reversed(ancestors):
-        info = os.stat(directory or b"/")
-        rows.append(
-            {
-                "path": escape_bytes(directory or b"/"),
-                "mode": stat.S_IMODE(info.st_mode),
-                "uid": info.st_uid,
-                "gid": info.st_gid,
-            }
-        )
+    for place in reversed(ancestors):
+        info = os.lstat(place)
+        rows.append({"path": escape_bytes(place), "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid,
+                     "gid": info.st_gid})  # fmt: skip
     return rows
 
 
-def _lstat(path: bytes) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, stat.S_IMODE(info.st_mode), info.st_uid,
+            info.st_gid)  # fmt: skip
+
+
+def _recorded_identity(item: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(item.get(key) for key in ("dev", "inode", "size", "mtime_ns", "mode", "uid", "gid"))
 
 
 def _fsync_dir(directory: Path | bytes) -> None:

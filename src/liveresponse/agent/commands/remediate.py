@@ -1,8 +1,9 @@
 """remediate: take a threat off the device and keep what is needed to undo it (SPEC §5).
 
-``remediate TYPE ID`` dispatches to ``remediate_<type>(ctx, vault, id, entity,
-force) -> record`` in ``platform/linux/remediate_<module>.py``; the record is
-saved in the vault (agent/quarantine.py) and returned without its items.
+``remediate TYPE ID`` dispatches to ``remediate_<name>(ctx, vault, id, entity,
+force) -> record`` in ``platform/linux/remediate_<module>.py`` (``HANDLERS``);
+the record is saved in the vault (agent/quarantine.py) and returned without its
+items.
 ``remediate list`` gives every record, oldest first. The server adds the
 entity's listing row (``entity``) and the requester; the platform modules check
 the entity is still what was listed. A remediation holds the vault's lock from
@@ -22,31 +23,24 @@ from liveresponse.protocol.errors import CommandFailed, NotAvailable
 
 COMMAND = "remediate"
 
-# type -> (module under agent/platform/linux, function)
-REMEDIATORS = {
-    "file": ("remediate_files", "remediate_file"),
-    "startupfolder": ("remediate_files", "remediate_startupfolder"),
-    "process": ("remediate_process", "remediate_process"),
-    "service": ("remediate_service", "remediate_service"),
-    "scheduledtask": ("remediate_task", "remediate_task"),
-}
-UNDOERS = {
-    "file": ("remediate_files", "undo_file"),
-    "startupfolder": ("remediate_files", "undo_startupfolder"),
-    "process": ("remediate_process", "undo_process"),
-    "service": ("remediate_service", "undo_service"),
-    "scheduledtask": ("remediate_task", "undo_task"),
+# type -> (module under agent/platform/linux, name): it holds remediate_<name> and undo_<name>.
+HANDLERS = {
+    "file": ("remediate_files", "file"),
+    "startupfolder": ("remediate_files", "startupfolder"),
+    "process": ("remediate_process", "process"),
+    "service": ("remediate_service", "service"),
+    "scheduledtask": ("remediate_task", "task"),
 }
 _PLATFORM_PACKAGE = "liveresponse.agent.platform.linux"
 
 
-def platform_function(table: dict[str, tuple[str, str]], type: str, command: str) -> Callable[..., dict[str, Any]]:
-    """The platform function for a type, imported when first needed (service and task modules are optional)."""
+def platform_function(type: str, command: str) -> Callable[..., dict[str, Any]]:
+    """``remediate_<name>`` or ``undo_<name>`` (``command``) for a type, imported when first needed."""
     if type == "registry":
         raise NotAvailable(f"{command} registry is not available on {current()}: the registry exists only on Windows")
-    if type not in table:
-        raise CommandFailed(f"{command} cannot handle type {type!r}; types: {', '.join(table)}")
-    module_name, function_name = table[type]
+    if type not in HANDLERS:
+        raise CommandFailed(f"{command} cannot handle type {type!r}; types: {', '.join(HANDLERS)}")
+    module_name, name = HANDLERS[type]
     qualified = f"{_PLATFORM_PACKAGE}.{module_name}"
     try:
         module = importlib.import_module(qualified)
@@ -54,7 +48,7 @@ def platform_function(table: dict[str, tuple[str, str]], type: str, command: str
         if error.name != qualified:
             raise
         raise NotAvailable(f"{command} {type} is not available in this build of the agent") from None
-    function = getattr(module, function_name, None)
+    function = getattr(module, f"{command}_{name}", None)
     if function is None:
         raise NotAvailable(f"{command} {type} is not available in this build of the agent")
     return function  # type: ignore[no-any-return]
@@ -75,7 +69,7 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> Row | list[Row]:
         vault = vault_for(ctx, COMMAND)
         with vault.lock:
             return [public(record) for record in vault.records()]
-    remediator = platform_function(REMEDIATORS, type, COMMAND)
+    remediator = platform_function(type, COMMAND)
     ident = args.get("id")
     if ident is None or str(ident) == "":
         raise CommandFailed(f"remediate {type} needs the entity: remediate {type} ID (path, pid or name)")

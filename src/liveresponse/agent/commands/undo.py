@@ -4,8 +4,8 @@
 identifier (a path for file and startupfolder, resolved against the session's
 working directory; a name for service and scheduledtask; a pid for process).
 Several remediations of one entity: the newest not yet restored. The record's
-type picks ``undo_<type>(ctx, vault, record) -> record`` in the platform
-module, under the vault's lock.
+type picks ``undo_<name>(ctx, vault, record) -> record`` in the platform module
+(remediate.HANDLERS), under the vault's lock; it returns what the undo did.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext, Row
-from liveresponse.agent.commands.remediate import UNDOERS, platform_function, vault_for
+from liveresponse.agent.commands.remediate import platform_function, vault_for
 from liveresponse.agent.platform import require_linux
 from liveresponse.agent.quarantine import Vault, is_record_id, public
 from liveresponse.protocol.errors import CommandFailed
@@ -25,7 +25,7 @@ _PATH_TYPES = ("file", "startupfolder")
 def run(ctx: CommandContext, args: dict[str, Any]) -> Row:
     require_linux(COMMAND)
     type = str(args["type"]).lower()
-    undoer = platform_function(UNDOERS, type, COMMAND)
+    undoer = platform_function(type, COMMAND)
     ident = str(args.get("id") or "")
     if not ident:
         raise CommandFailed(f"undo {type} needs the remediation id or the entity: undo {type} ID")

@@ -7,8 +7,9 @@ Remediation, in this order, each step a plain sentence in ``record["actions"]``:
    a process running now must be the main pid that row showed. Otherwise nothing
    is done and the difference is named.
 2. *Stop*: ``systemctl stop`` when systemd runs the system; else the main pid
-   found again from /proc (service_match.py) and its descendants get SIGTERM, a
-   grace period and SIGKILL. Whether it ran, its pid and argv are kept for undo.
+   found again from /proc (service_match.py), with the start time it had then,
+   and its descendants get SIGTERM, a grace period and SIGKILL (a pid reused
+   since is left alone). Whether it ran, its pid and argv are kept for undo.
    A SysV script is not run to stop its daemon (it is the suspect): its process is
    signalled the same way.
 3. *Disable*: every enabling link (``*.wants``, ``*.requires``, ``*.upholds``) and
@@ -19,43 +20,50 @@ Remediation, in this order, each step a plain sentence in ``record["actions"]``:
    the script an interpreter runs, when ExecStart is ``python3 /x.py`` and the like;
    for SysV the ``DAEMON=`` program and the init script — through the vault,
    unless protected (package-owned or core system files stay without -force,
-   and ``left`` says so).
+   and ``left`` says so). A file that cannot be quarantined is named in ``left``;
+   the links are gone by then, so the rest of the remediation stands.
 
 Undo checks first that no restored file or link would overwrite something that
-appeared since (Conflict naming it; nothing changed), then restores the files,
-re-creates the links, reloads systemd when it runs, and starts the service if it
-was running: ``systemctl start``, else ExecStart launched detached with the unit's
-WorkingDirectory=, User=, Group= and Environment= (SysV: ``/etc/init.d/NAME start``).
+appeared since, nor land where a directory was swapped for a link (Conflict
+naming every one; nothing changed), then restores the files, re-creates the
+links, reloads systemd when it runs, and starts the service if it was running:
+``systemctl start``, else ExecStart launched detached with the unit's
+WorkingDirectory=, User=, Group= and Environment= (SysV: ``/etc/init.d/NAME
+start``), through a short-lived launcher process, so the program is re-parented
+to init and never lingers as the agent's zombie.
 
 The record is saved before every destructive step and at the end, so an agent
-that dies half-way leaves a record undo can act on (items done are marked).
+that dies half-way leaves a record undo can act on (items done are marked); a
+failure before anything changed leaves no record (remediate_common.remediation).
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shlex
-from dataclasses import dataclass
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux import remediate_common as common
 from liveresponse.agent.platform.linux.passwd import read_users, users_with_homes
 from liveresponse.agent.platform.linux.process_table import ProcessGone, boot_time_s, read_process
 from liveresponse.agent.platform.linux.remediate_common import (
-    LaunchSpec,
     Record,
     check_restorable,
-    file_conflict,
+    file_conflicts,
     finish_undo,
-    link_conflict,
-    link_item,
+    inside_of,
+    link_conflicts,
+    pending_files,
     quarantine_unless_protected,
-    raise_conflicts,
-    recreate_link,
-    remove_link,
-    restore_quarantined,
+    restore_files,
     text_of,
     unit_links,
 )
@@ -72,13 +80,16 @@ from liveresponse.agent.platform.linux.units import (
     system_scope,
     user_scopes,
 )
-from liveresponse.protocol.errors import CommandFailed, Conflict, NotFound
+from liveresponse.agent.quarantine import Vault, conflict
+from liveresponse.protocol.errors import CommandFailed, Conflict, LiveResponseError, NotFound
 from liveresponse.protocol.names import escape_bytes
 
 Row = dict[str, Any]
 _COMPARED = ("exec", "scope", "user")
 _INTERPRETER = re.compile(r"^(python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|node|nodejs|php[0-9.]*|bash|sh|dash|zsh|ksh)$")
 _INLINE_CODE_FLAGS = {"-c", "-e", "-m", "-r", "--eval", "--command"}
+LAUNCH_TIMEOUT_S = 30
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what systemd gives a service
 
 
 @dataclass
@@ -90,6 +101,7 @@ class Located:
     scope: UnitScope | None = None
     unit: Unit | None = None
     script: InitScript | None = None
+    main_started_s: float | None = None  # start time of the main pid when it was found again
 
     @property
     def scope_kind(self) -> str:
@@ -103,10 +115,10 @@ class Located:
 # ---------------------------------------------------------------- remediate
 
 
-def remediate_service(ctx: Any, vault: Any, ident: str, entity: Row | None, force: bool) -> Record:
+def remediate_service(ctx: CommandContext, vault: Vault, ident: str, entity: Row | None, force: bool) -> Record:
     if not entity or not entity.get("name"):
         raise CommandFailed(f"remediate service {ident} needs the service's row from services in this session")
-    fs = FsRoot(getattr(ctx, "root", "/") or "/")
+    fs = FsRoot(ctx.root or "/")
     found = locate(fs, entity)
     systemd = systemd_is_running(fs)
     # The record is found again by the word the analyst typed (undo service NAME), with or without .service.
@@ -121,11 +133,11 @@ def remediate_service(ctx: Any, vault: Any, ident: str, entity: Row | None, forc
         "script": text_of(found.script.path) if found.script else None,
     }  # fmt: skip
     record["items"].append(state)
-    common.begin(vault, record)
-    _stop(fs, found, state, record, vault, systemd)
-    _disable(fs, found, record, vault, systemd)
-    _quarantine(fs, found, record, vault, force, getattr(ctx, "state_dir", None))
-    return common.finish(vault, record)
+    with common.remediation(vault, record):
+        _stop(fs, found, state, record, vault, systemd)
+        _disable(fs, found, record, vault, systemd)
+        _quarantine(fs, found, record, vault, force, ctx.state_dir)
+    return record
 
 
 def locate(fs: FsRoot, entity: Row) -> Located:
@@ -153,10 +165,15 @@ def locate(fs: FsRoot, entity: Row) -> Located:
         raise Conflict(f"service {name} changed since it was listed: {'; '.join(differences)}; nothing was done, "
                        "run services again")  # fmt: skip
     main_pid = row.get("main_pid")
-    if main_pid and int(main_pid) in _agent_and_ancestors():
+    if main_pid and int(main_pid) in common.agent_and_ancestors():
         raise CommandFailed(f"service {name} (pid {main_pid}) runs this agent: stopping it would end the remediation "
                             "half-way; nothing was done")  # fmt: skip
-    found = Located(row, name, kind, common.inside_of(str(listed_file)))
+    found = Located(row, name, kind, inside_of(str(listed_file)))
+    if main_pid and fs.live:
+        try:  # at once: the pid is stopped only while it still has this start time (remediate_common)
+            found.main_started_s = read_process(int(main_pid), boot_time_s()).start_time_s
+        except ProcessGone:
+            found.row = {**row, "main_pid": None, "state": "stopped"}
     reader = Reader(fs)
     if kind == "sysv":
         found.script = next((s for s in collect_init_scripts(reader) if s.name == name), None)
@@ -165,20 +182,6 @@ def locate(fs: FsRoot, entity: Row) -> Located:
         return found
     found.scope, found.unit = _unit_of(fs, reader, name, found.unit_file, row)
     return found
-
-
-def _agent_and_ancestors() -> set[int]:
-    """This process and every process above it: a service whose main pid is one of them runs the agent."""
-    pids: set[int] = set()
-    pid = os.getpid()
-    boot_s = boot_time_s()
-    while pid > 0 and pid not in pids:
-        pids.add(pid)
-        try:
-            pid = read_process(pid, boot_s).ppid
-        except ProcessGone:
-            break
-    return pids
 
 
 def _unit_of(fs: FsRoot, reader: Reader, name: str, unit_file: str, row: Row) -> tuple[UnitScope, Unit | None]:
@@ -245,7 +248,7 @@ def _argv_of(pid: int) -> list[str] | None:
     return [escape_bytes(word) for word in raw.rstrip(b"\0").split(b"\0")] if raw else None
 
 
-def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vault: Any, systemd: bool) -> None:
+def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vault: Vault, systemd: bool) -> None:
     actions = record["actions"]
     pid = found.row.get("main_pid")
     if systemd and found.scope_kind == "system":
@@ -256,7 +259,7 @@ def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vau
         state.update(was_running=True, pid=pid, argv=_argv_of(pid) if pid else None)
         vault.save(record)
         common.systemctl(None, "stop", found.name)
-        actions.append(f"stopped through systemctl stop {found.name}" + (f" (main pid {pid})" if pid else ""))
+        common.changed(record, f"stopped through systemctl stop {found.name}" + (f" (main pid {pid})" if pid else ""))
         return
     if not fs.live:
         record["left"].append(f"not stopped: the collector root {fs.root} is offline, it has no processes")
@@ -264,7 +267,9 @@ def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vau
     if systemd and found.manager_user:
         try:  # its user manager would restart it otherwise
             common.systemctl(found.manager_user, "stop", found.name)
-            actions.append(f"stopped through systemctl --user --machine={found.manager_user}@ stop {found.name}")
+            common.changed(
+                record, f"stopped through systemctl --user --machine={found.manager_user}@ stop {found.name}"
+            )
         except CommandFailed as error:
             record["left"].append(f"the user manager of {found.manager_user} did not stop it: {error.message}")
     if pid is None:
@@ -273,18 +278,18 @@ def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vau
         return
     state.update(was_running=True, pid=pid, argv=_argv_of(pid))
     vault.save(record)
-    result = common.stop_process_tree(int(pid), common.STOP_GRACE_S)
+    result = common.stop_process_tree(int(pid), common.STOP_GRACE_S, found.main_started_s)
     if result is None:
         state["was_running"] = False
         actions.append(f"not running: pid {pid} had exited before it was stopped")
         return
     state["argv"] = [escape_bytes(word) for word in result.argv]
-    actions.append(result.describe(common.STOP_GRACE_S))
+    common.changed(record, result.describe(common.STOP_GRACE_S))
     if result.survived:
         record["left"].append(f"still running after SIGKILL: {', '.join(map(str, result.survived))}")
 
 
-def _disable(fs: FsRoot, found: Located, record: Record, vault: Any, systemd: bool) -> None:
+def _disable(fs: FsRoot, found: Located, record: Record, vault: Vault, systemd: bool) -> None:
     reader = Reader(fs)
     if found.script is not None:
         paths = [p for p in found.script.start_links if os.path.islink(fs.host_nofollow(p))]
@@ -293,19 +298,7 @@ def _disable(fs: FsRoot, found: Located, record: Record, vault: Any, systemd: bo
         assert found.scope is not None
         paths = unit_links(reader, common.scope_link_dirs(fs, reader, found.scope), found.name)
         what = "enabling link"
-    removed = 0
-    for path in paths:
-        item = link_item(fs, path)
-        record["items"].append(item)
-        vault.save(record)
-        if remove_link(fs, item):
-            removed += 1
-            role = what if found.script is not None else common.link_role(item)
-            record["actions"].append(f"removed {role} {item['path']} -> {item['target']}")
-        else:
-            record["items"].remove(item)
-            record["left"].append(f"{what} {item['path']} changed while it was removed: left as it is")
-            vault.save(record)
+    removed = common.remove_links(fs, vault, record, paths, what if found.script is not None else None)
     if not paths:
         record["actions"].append(f"no {what}s: it was not enabled")
     if removed and systemd and found.kind == "systemd":
@@ -343,7 +336,7 @@ def _script_argument(words: list[str]) -> str | None:
     return None
 
 
-def _quarantine(fs: FsRoot, found: Located, record: Record, vault: Any, force: bool, state_dir: Any) -> None:
+def _quarantine(fs: FsRoot, found: Located, record: Record, vault: Vault, force: bool, state_dir: Path | None) -> None:
     for role, named in _executables(fs, found):
         try:
             path = fs.resolve(named)
@@ -352,33 +345,33 @@ def _quarantine(fs: FsRoot, found: Located, record: Record, vault: Any, force: b
         if not fs.is_file(path):
             record["left"].append(f"{role} {text_of(named)} is not there: nothing to quarantine")
             continue
-        item = quarantine_unless_protected(vault, record, fs, path, role, force, state_dir)
-        if item is not None and not record.get("sha256"):
-            record["sha256"] = item["sha256"]
+        host = os.fsencode(fs.host(path))
+        try:
+            quarantine_unless_protected(vault, record, host, force, state_dir, shown=text_of(path), role=role)
+        except LiveResponseError as error:
+            if not record.get("_changed"):
+                raise  # nothing done yet: the remediation fails as a whole, and leaves no record
+            record["left"].append(f"{role} {text_of(path)} was not quarantined: {error.message}")
 
 
 # ---------------------------------------------------------------- undo
 
 
-def undo_service(ctx: Any, vault: Any, record: Record) -> Record:
+def undo_service(ctx: CommandContext, vault: Vault, record: Record) -> Record:
     check_restorable(record)
-    fs = FsRoot(getattr(ctx, "root", "/") or "/")
+    fs = FsRoot(ctx.root or "/")
     state = next((i for i in record["items"] if i.get("kind") == "service_state"), None)
     if state is None:
         raise CommandFailed(f"{record.get('id')} holds no service state to undo")
-    files = [i for i in record["items"] if i.get("kind") == "file" and not i.get("restored")]
-    links = [i for i in record["items"] if i.get("kind") == "link" and not i.get("restored")]
-    raise_conflicts([c for i in files if (c := file_conflict(i))] + [c for i in links if (c := link_conflict(fs, i))])
+    files = pending_files(record)
+    links = common.pending_links(record)
+    conflicts = file_conflicts(vault, files) + [place for item in links for place in link_conflicts(item)]
+    if conflicts:
+        raise conflict(conflicts)
     actions: list[str] = []
     left: list[str] = []
-    for item in files:
-        restore_quarantined(vault, record, item, actions)
-    for item in links:
-        created = recreate_link(fs, item)
-        item["restored"] = True
-        role = "start link" if state["unit_kind"] == "sysv" else common.link_role(item)
-        actions.append(f"{'re-created' if created else 'kept the existing'} {role} {item['path']} -> {item['target']}")
-        vault.save(record)
+    restore_files(vault, record, files, actions, left)
+    common.recreate_links(vault, record, links, actions, "start link" if state["unit_kind"] == "sysv" else None)
     systemd = systemd_is_running(fs)
     if links and systemd and state["unit_kind"] == "systemd":
         common.daemon_reload(state["scope"], state.get("manager_user"), actions, left)
@@ -408,16 +401,113 @@ def _start(fs: FsRoot, state: dict[str, Any], systemd: bool, actions: list[str],
             left.append(f"not started: the collector root {fs.root} is offline")
             return
         if state["unit_kind"] == "sysv":
-            script = common.inside_of(state["script"])
-            pid = common.launch_detached(LaunchSpec(script, [script, "start"]))
+            script = inside_of(state["script"])
+            pid = launch_detached(LaunchSpec(script, [script, "start"]))
             actions.append(f"started with {text_of(script)} start (systemd is not running): pid {pid}")
             return
         if state.get("start") is None:
             left.append(f"not started: {state.get('start_problem') or 'no ExecStart= to run'}")
             return
-        pid = common.launch_detached(LaunchSpec.from_record(state["start"]))
+        pid = launch_detached(LaunchSpec.from_record(state["start"]))
     except CommandFailed as error:
         left.append(f"not started: {error.message}")
         return
     how = "systemd is not running" if not systemd else f"the user manager of {user} is not reachable"
     actions.append(f"started from ExecStart ({how}): pid {pid}")
+
+
+# ---------------------------------------------------------------- launching detached (undo without systemd)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    executable: str
+    argv: list[str]
+    cwd: str = "/"
+    user: str | None = None
+    group: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "executable": text_of(self.executable),
+            "argv": [text_of(word) for word in self.argv],
+            "cwd": text_of(self.cwd),
+            "user": self.user,
+            "group": self.group,
+            "environment": {key: text_of(value) for key, value in self.environment.items()},
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> LaunchSpec:
+        return cls(
+            inside_of(data["executable"]),
+            [inside_of(word) for word in data["argv"]],
+            inside_of(data.get("cwd") or "/"),
+            data.get("user"),
+            data.get("group"),
+            {key: inside_of(value) for key, value in (data.get("environment") or {}).items()},
+        )
+
+
+def launch_detached(spec: LaunchSpec) -> int:
+    """Start ``spec`` in a new session with stdio on /dev/null; its pid.
+
+    A launcher process starts it and exits at once, so the program's parent
+    becomes init (or the nearest subreaper), as under a service manager.
+    """
+    code = "from liveresponse.agent.platform.linux.remediate_service import launcher_main; launcher_main()"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(spec.to_record()),
+            capture_output=True,
+            text=True,
+            timeout=LAUNCH_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        raise CommandFailed(f"could not start {text_of(spec.executable)}: {error}") from error
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        raise CommandFailed(f"could not start {text_of(spec.executable)}: {reason}")
+    return int(done.stdout.strip())
+
+
+def launcher_main() -> None:
+    """The launcher's body: read a LaunchSpec as JSON on stdin, start it, print its pid."""
+    import grp
+    import pwd
+
+    spec = LaunchSpec.from_record(json.load(sys.stdin))
+    environment = {"PATH": SERVICE_PATH, "LANG": "C.UTF-8"}
+    kwargs: dict[str, Any] = {}
+    try:
+        if spec.user is not None:
+            account = pwd.getpwuid(int(spec.user)) if spec.user.isdigit() else pwd.getpwnam(spec.user)
+            gid = account.pw_gid
+            kwargs.update(user=account.pw_uid, extra_groups=os.getgrouplist(account.pw_name, gid))
+            environment.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name,
+                               SHELL=account.pw_shell)  # fmt: skip
+            kwargs["group"] = gid
+        if spec.group is not None:
+            kwargs["group"] = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
+        environment.update(spec.environment)
+        process = subprocess.Popen(
+            spec.argv,
+            executable=spec.executable,
+            cwd=spec.cwd,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            **kwargs,
+        )
+    except (OSError, KeyError, ValueError, subprocess.SubprocessError) as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(process.pid)
+    sys.stdout.flush()
+    os._exit(0)  # leave the child running; do not let Popen's finaliser wait for it

@@ -16,15 +16,20 @@ By the row's ``kind`` (scheduled.py names the tasks):
 
 Before anything is done the task is read again and must be what was listed
 (same schedule, command and user at that line; the file still there); otherwise
-nothing changes and the difference is named.
+nothing changes and the difference is named. A file rewritten (a crontab) must
+still hold what was read when the new content replaces it, or nothing changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import stat
+import tempfile
 from typing import Any
 
+from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux import remediate_common as common
 from liveresponse.agent.platform.linux.atjobs import collect_at_jobs
 from liveresponse.agent.platform.linux.cron import CRON_D, PERIODIC_DIRS, SYSTEM_CRONTAB, parse_crontab
@@ -35,6 +40,7 @@ from liveresponse.agent.platform.linux.scheduled import timer_task_name
 from liveresponse.agent.platform.linux.services import systemd_is_running
 from liveresponse.agent.platform.linux.timers import TimerInfo, collect_timers
 from liveresponse.agent.platform.linux.timestamps import iso_utc
+from liveresponse.agent.quarantine import Vault, conflict
 from liveresponse.protocol.errors import CommandFailed, Conflict, NotFound
 from liveresponse.protocol.names import escape_bytes, unescape_to_bytes
 
@@ -42,11 +48,15 @@ Row = dict[str, Any]
 NOTHING_DONE = "nothing was done, run scheduledtasks again"
 
 
-def _fs(ctx: Any) -> FsRoot:
-    return FsRoot(getattr(ctx, "root", "/") or "/")
+# What each kind of row must carry for its remediation (scheduled.py gives them all).
+_NEEDED = {"cron": ("source", "line"), "cron-periodic": ("source",), "at": ("source",), "systemd-timer": ()}
 
 
-def remediate_task(ctx: Any, vault: Any, ident: str, entity: Row | None, force: bool) -> Record:
+def _fs(ctx: CommandContext) -> FsRoot:
+    return FsRoot(ctx.root or "/")
+
+
+def remediate_task(ctx: CommandContext, vault: Vault, ident: str, entity: Row | None, force: bool) -> Record:
     if not entity or not entity.get("name"):
         raise CommandFailed(f"remediate scheduledtask {ident} needs the task's row from scheduledtasks in this session")
     kind = entity.get("kind")
@@ -54,17 +64,20 @@ def remediate_task(ctx: Any, vault: Any, ident: str, entity: Row | None, force: 
                 "systemd-timer": _remediate_timer}  # fmt: skip
     if kind not in handlers:
         raise CommandFailed(f"scheduled task {entity['name']} is of kind {kind!r}, which remediate cannot handle")
-    return handlers[kind](ctx, vault, entity, force)
+    missing = [key for key in _NEEDED[str(kind)] if entity.get(key) in (None, "")]
+    if missing:
+        raise CommandFailed(f"the scheduledtasks row of {entity['name']} has no {', '.join(missing)}; nothing was done")
+    return handlers[str(kind)](ctx, vault, entity, force)
 
 
-def undo_task(ctx: Any, vault: Any, record: Record) -> Record:
+def undo_task(ctx: CommandContext, vault: Vault, record: Record) -> Record:
     common.check_restorable(record)
     kinds = {item.get("kind") for item in record["items"]}
     if "cron_line" in kinds:
         return _undo_cron_line(ctx, vault, record)
     if "timer_state" in kinds:
         return _undo_timer(ctx, vault, record)
-    return _undo_file(ctx, vault, record)
+    return common.undo_quarantine(ctx, vault, record)
 
 
 # ---------------------------------------------------------------- cron lines
@@ -123,7 +136,7 @@ def _verify_cron_line(fs: FsRoot, entity: Row) -> tuple[str, int, bytes]:
     return source, number, data
 
 
-def _remediate_cron_line(ctx: Any, vault: Any, entity: Row, force: bool) -> Record:
+def _remediate_cron_line(ctx: CommandContext, vault: Vault, entity: Row, force: bool) -> Record:
     fs = _fs(ctx)
     source, number, data = _verify_cron_line(fs, entity)
     host = fs.host(source)
@@ -140,14 +153,53 @@ def _remediate_cron_line(ctx: Any, vault: Any, entity: Row, force: bool) -> Reco
         "mode": info.st_mode & 0o7777, "uid": info.st_uid, "gid": info.st_gid,
     }  # fmt: skip
     record["items"].append(item)
-    common.begin(vault, record)
-    common.rewrite_atomically(host, edited)
-    item["sha256"] = hashlib.sha256(edited).hexdigest()
-    record["actions"].append(f"removed line {number} of {text_of(source)}: {escape_bytes(raw)}")
-    return common.finish(vault, record)
+    with common.remediation(vault, record):
+        rewrite_atomically(host, data, edited)
+        item["sha256"] = hashlib.sha256(edited).hexdigest()
+        common.changed(record, f"removed line {number} of {text_of(source)}: {escape_bytes(raw)}")
+    return record
 
 
-def _undo_cron_line(ctx: Any, vault: Any, record: Record) -> Record:
+def rewrite_atomically(host_path: str, expected: bytes, data: bytes) -> None:
+    """Replace the file's content ``expected`` with ``data``: same directory, mode and owner; never half-written.
+
+    A symlink is followed (the file it names is rewritten, the link stays). A file that no longer holds
+    ``expected`` when the new content is ready is left as it is (CommandFailed): a change made
+    meanwhile, by an editor or by crontab(1), is never lost.
+    """
+    real = os.path.realpath(host_path)
+    shown = text_of(host_path)
+    before = os.stat(real)
+    directory, name = os.path.split(real)
+    # A dot name: cron skips dot files in /etc/cron.d while the temp file exists.
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".lr-tmp", dir=directory)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchown(fd, before.st_uid, before.st_gid)  # before chmod: chown clears set-id bits
+        os.fchmod(fd, stat.S_IMODE(before.st_mode))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        with open(real, "rb") as current:
+            if current.read() != expected:
+                raise CommandFailed(f"{shown} changed while it was being edited; nothing was done, read it again")
+        os.rename(temp, real)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _undo_cron_line(ctx: CommandContext, vault: Vault, record: Record) -> Record:
     fs = _fs(ctx)
     item = next(i for i in record["items"] if i.get("kind") == "cron_line")
     source = inside_of(item["source"])
@@ -159,6 +211,9 @@ def _undo_cron_line(ctx: Any, vault: Any, record: Record) -> Record:
         raise NotFound(f"{item['source']} no longer exists: there is no file to put line {number} back in") from None
     lines, trailing = _split_lines(data)
     if number <= len(lines) and lines[number - 1] == raw:
+        if record["state"] == "remediating":  # the agent died before the file was rewritten
+            interrupted = f"the remediation was interrupted before line {number} of {item['source']} was removed"
+            return common.finish_undo(vault, record, ctx, [f"{interrupted}: it is in place, unchanged"], [])
         raise CommandFailed(f"nothing to do: line {number} of {item['source']} already reads {item['raw']}")
     actions: list[str] = []
     left: list[str] = []
@@ -169,7 +224,10 @@ def _undo_cron_line(ctx: Any, vault: Any, record: Record) -> Record:
         index = len(lines)
         left.append(f"{item['source']} has {len(lines)} lines now: the line went at the end, as line {index + 1}")
     lines.insert(index, raw)
-    common.rewrite_atomically(fs.host(source), _join_lines(lines, trailing if data else item["trailing_newline"]))
+    try:
+        rewrite_atomically(fs.host(source), data, _join_lines(lines, trailing if data else item["trailing_newline"]))
+    except OSError as error:
+        raise CommandFailed(f"cannot put line {number} back in {item['source']}: {error.strerror}") from None
     item["restored"] = True
     actions.append(f"put line {index + 1} back in {item['source']}: {item['raw']}")
     return common.finish_undo(vault, record, ctx, actions, left)
@@ -195,37 +253,33 @@ def _verify_at_job(fs: FsRoot, entity: Row, source: str) -> None:
                        f"{NOTHING_DONE}")  # fmt: skip
 
 
-def _remediate_file(ctx: Any, vault: Any, entity: Row, force: bool) -> Record:
-    """A periodic cron script or an at job's spool file: quarantined."""
+def _remediate_file(ctx: CommandContext, vault: Vault, entity: Row, force: bool) -> Record:
+    """A periodic cron script or an at job's spool file: quarantined, if it is still the file that was checked."""
     fs = _fs(ctx)
     source = inside_of(str(entity["source"]))
+    try:
+        checked = fs.stat(source)  # before the check: the file quarantined must be the one checked
+    except OSError:
+        checked = None
     if entity["kind"] == "at":
         what = "at job"
-        if not fs.is_file(source):
+        if checked is None or not fs.is_file(source):
             raise NotFound(f"{text_of(source)} no longer exists: the at job ran or was removed; {NOTHING_DONE}")
         _verify_at_job(fs, entity, source)
     else:
         what = "periodic cron script"
-        if os.path.dirname(source) not in PERIODIC_DIRS or not fs.is_file(source):
+        if checked is None or os.path.dirname(source) not in PERIODIC_DIRS or not fs.is_file(source):
             raise NotFound(f"{text_of(source)} is no longer a script in a cron periodic directory; {NOTHING_DONE}")
     record: Record = vault.new_record("scheduledtask", str(entity["name"]), ctx)
     record["path"] = text_of(source)
-    common.begin(vault, record)
-    item = common.quarantine_unless_protected(vault, record, fs, source, what, force, getattr(ctx, "state_dir", None))
-    if item is not None:
-        record["sha256"] = item["sha256"]
-    return common.finish(vault, record)
-
-
-def _undo_file(ctx: Any, vault: Any, record: Record) -> Record:
-    files = [i for i in record["items"] if i.get("kind") == "file" and not i.get("restored")]
-    if not files:
-        raise CommandFailed(f"nothing to do: {record['id']} quarantined nothing ({'; '.join(record['left'])})")
-    common.raise_conflicts([c for i in files if (c := common.file_conflict(i))])
-    actions: list[str] = []
-    for item in files:
-        common.restore_quarantined(vault, record, item, actions)
-    return common.finish_undo(vault, record, ctx, actions, [])
+    expect = {"dev": checked.st_dev, "inode": checked.st_ino, "size": checked.st_size, "ctime_ns": checked.st_ctime_ns}
+    with common.remediation(vault, record):
+        host = os.fsencode(fs.host(source))
+        shown = text_of(source)
+        common.quarantine_unless_protected(
+            vault, record, host, force, ctx.state_dir, shown=shown, role=what, expect=expect
+        )
+    return record
 
 
 # ---------------------------------------------------------------- systemd timers
@@ -253,7 +307,7 @@ def _locate_timer(fs: FsRoot, entity: Row) -> TimerInfo:
     return timer
 
 
-def _remediate_timer(ctx: Any, vault: Any, entity: Row, force: bool) -> Record:
+def _remediate_timer(ctx: CommandContext, vault: Vault, entity: Row, force: bool) -> Record:
     fs = _fs(ctx)
     timer = _locate_timer(fs, entity)
     systemd = systemd_is_running(fs)
@@ -263,7 +317,14 @@ def _remediate_timer(ctx: Any, vault: Any, entity: Row, force: bool) -> Record:
     state = {"kind": "timer_state", "name": timer.name, "scope": timer.scope.kind, "manager_user": user,
              "was_active": False}  # fmt: skip
     record["items"].append(state)
-    common.begin(vault, record)
+    with common.remediation(vault, record):
+        _stop_timer(timer, state, record, vault, systemd)
+        _disable_timer(fs, timer, record, vault, systemd)
+    return record
+
+
+def _stop_timer(timer: TimerInfo, state: Record, record: Record, vault: Vault, systemd: bool) -> None:
+    user = state["manager_user"]
     actions, left = record["actions"], record["left"]
     if not systemd:
         actions.append("not stopped: systemd is not running, so the timer is not active")
@@ -273,46 +334,36 @@ def _remediate_timer(ctx: Any, vault: Any, entity: Row, force: bool) -> Record:
         state["was_active"] = True
         vault.save(record)
         common.systemctl(user, "stop", timer.name)
-        actions.append(f"stopped the timer through systemctl{_user_flags(user)} stop {timer.name}")
+        common.changed(record, f"stopped the timer through systemctl{_user_flags(user)} stop {timer.name}")
     else:
         actions.append("not active: nothing to stop")
+
+
+def _disable_timer(fs: FsRoot, timer: TimerInfo, record: Record, vault: Vault, systemd: bool) -> None:
+    actions, left = record["actions"], record["left"]
+    timer_user = common.manager_user(timer.scope)
     reader = Reader(fs)
-    removed = 0
-    for path in common.unit_links(reader, common.scope_link_dirs(fs, reader, timer.scope), timer.name):
-        item = common.link_item(fs, path)
-        record["items"].append(item)
-        vault.save(record)
-        if common.remove_link(fs, item):
-            removed += 1
-            actions.append(f"removed {common.link_role(item)} {item['path']} -> {item['target']}")
-        else:
-            record["items"].remove(item)
-            left.append(f"enabling link {item['path']} changed while it was removed: left as it is")
-            vault.save(record)
-    if not removed:
+    links = common.unit_links(reader, common.scope_link_dirs(fs, reader, timer.scope), timer.name)
+    if not common.remove_links(fs, vault, record, links):
         actions.append("no enabling links: it was not enabled")
     elif systemd:
-        common.daemon_reload(timer.scope.kind, user, actions, left)
-    return common.finish(vault, record)
+        common.daemon_reload(timer.scope.kind, timer_user, actions, left)
 
 
 def _user_flags(user: str | None) -> str:
     return f" --user --machine={user}@" if user else ""
 
 
-def _undo_timer(ctx: Any, vault: Any, record: Record) -> Record:
+def _undo_timer(ctx: CommandContext, vault: Vault, record: Record) -> Record:
     fs = _fs(ctx)
     state = next(i for i in record["items"] if i.get("kind") == "timer_state")
-    links = [i for i in record["items"] if i.get("kind") == "link" and not i.get("restored")]
-    common.raise_conflicts([c for i in links if (c := common.link_conflict(fs, i))])
+    links = common.pending_links(record)
+    conflicts = [place for item in links for place in common.link_conflicts(item)]
+    if conflicts:
+        raise conflict(conflicts)
     actions: list[str] = []
     left: list[str] = []
-    for item in links:
-        created = common.recreate_link(fs, item)
-        item["restored"] = True
-        actions.append(f"{'re-created' if created else 'kept the existing'} {common.link_role(item)} {item['path']} "
-                       f"-> {item['target']}")  # fmt: skip
-        vault.save(record)
+    common.recreate_links(vault, record, links, actions)
     systemd = systemd_is_running(fs)
     if systemd and links:
         common.daemon_reload(state["scope"], state.get("manager_user"), actions, left)
