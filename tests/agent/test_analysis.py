@@ -273,6 +273,18 @@ def test_fifo_and_directory_are_not_analyzable_and_never_opened(device: Device, 
         analyze(device.ctx(bundle()), {"type": "file", "target": str(tmp_path / "absent")})
 
 
+def test_kernel_made_files_are_refused_not_read_forever(device: Device) -> None:
+    # /proc/self/pagemap reports size 0 and reads for minutes; /sys files are made up as they are read
+    for target, kind in (
+        ("/proc/self/pagemap", "proc"),
+        ("/proc/self/environ", "proc"),
+        ("/sys/kernel/notes", "sysfs"),
+    ):
+        with pytest.raises(CommandFailed) as raised:
+            analyze(device.ctx(bundle()), {"type": "file", "target": target})
+        assert raised.value.message.startswith(f"{target} is on a {kind} pseudo file system: ")
+
+
 def test_over_the_hashing_limit_neither_hash_nor_yara_runs(device: Device, tmp_path: Path) -> None:
     sample = tmp_path / "big.bin"
     sample.write_bytes(b"LR-ANALYZE-MARKER" * 100)

@@ -20,7 +20,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from liveresponse.agent.platform.linux import file_metadata, process_table
+from liveresponse.agent.platform.linux import file_metadata, mounts, process_table
 from liveresponse.protocol.errors import CommandFailed, NotFound
 from liveresponse.protocol.names import escape_bytes
 
@@ -101,7 +101,24 @@ def open_file(path: bytes) -> Opened:
         os.close(fd)
         raise CommandFailed(f"{shown} was replaced while it was being opened; analyze it again")
     location, deleted = _real_path(fd)
+    pseudo = _pseudo_file_system(location)
+    if pseudo is not None:
+        os.close(fd)
+        raise CommandFailed(
+            f"{shown} is on a {pseudo} pseudo file system: the kernel makes its content up as it is read, so it "
+            "is not analyzable as a file ('analyze process PID' examines a process)"
+        )
     return Opened(fd, info, location, deleted, notes)
+
+
+def _pseudo_file_system(location: bytes) -> str | None:
+    """The type of the pseudo file system (proc, sysfs...) ``location`` is on, if it is on one."""
+    best: mounts.Mount | None = None
+    for mount in mounts.effective_mounts(mounts.read_mounts()).values():
+        point = mount.mount_point.rstrip(b"/") + b"/"
+        if (location + b"/").startswith(point) and (best is None or len(point) > len(best.mount_point) + 1):
+            best = mount
+    return best.fs_type if best is not None and best.kind is mounts.FileSystemKind.PSEUDO else None
 
 
 def open_process_image(pid: int) -> tuple[Opened, process_table.ProcessRecord]:
