@@ -523,9 +523,28 @@ def test_a_file_that_cannot_be_quarantined_after_the_links_went_is_named(
     exe = root / "usr/local/bin/evil"
     assert record["state"] == "remediated" and exe.exists()
     assert record["left"][-1] == (
-        f"executable /usr/local/bin/evil was not quarantined: cannot remove {exe}: Operation not permitted; nothing done"
+        f"executable /usr/local/bin/evil was not quarantined: cannot remove {exe}: Operation not permitted;"
+        " nothing done"
     )
     assert links_of(root) == {"multi-user.target.wants/good.service": f"{UNITS}/good.service"}
     saved = vault.get(record["id"])
     assert saved is not None and saved["state"] == "remediated"
     assert undo(ctx, vault, saved)["state"] == "restored" and len(links_of(root)) == 4
+
+
+def test_an_undo_that_fails_half_way_says_what_it_did(root: Path, ctx: CommandContext, vault: Vault) -> None:
+    plant(root, "/etc/init.d/legacy", "#!/bin/sh\nDAEMON=/usr/sbin/legacyd\n", 0o755)
+    daemon = plant(root, "/usr/sbin/legacyd", "daemon", 0o755)
+    record = remediate(ctx, vault, "legacy", listed(ctx, "legacy"), False)
+    daemon_item, script_item = (i for i in record["items"] if i["kind"] == "file")
+    (vault.blobs / script_item["blob"]).write_bytes(b"damaged")
+    with pytest.raises(CommandFailed) as raised:
+        undo(ctx, vault, record)
+    assert raised.value.message == (
+        f"the quarantined copy {script_item['blob']} is damaged; nothing restored; the undo of {record['id']} stopped"
+        f" there, after: restored daemon {daemon} (sha256 {daemon_item['sha256']}) with mode 0755, owner root:root,"
+        f" mtime {mtime_of(daemon)}"
+    )
+    saved = vault.get(record["id"])
+    assert saved is not None and saved["state"] == "remediated"
+    assert [i.get("restored", False) for i in saved["items"] if i["kind"] == "file"] == [True, False]

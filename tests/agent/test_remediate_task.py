@@ -77,13 +77,13 @@ def test_a_cron_line_goes_and_comes_back_byte_for_byte(root: Path, ctx: CommandC
     assert backup.read_bytes() == edited
     info = backup.stat()
     assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (0o640, 0, 1003)
-    assert record["actions"] == ["removed line 4 of /etc/cron.d/backup: */10 * * * * root /usr/local/bin/beacon\r"]
+    assert record["actions"] == ["removed line 4 of /etc/cron.d/backup: */10 * * * * root /usr/local/bin/beacon\\x0d"]
     assert (record["entity"], record["path"], record["sha256"], record["state"]) == (
         "/etc/cron.d/backup:4", "/etc/cron.d/backup", sha(BACKUP), "remediated",
     )  # fmt: skip
     item = record["items"][0]
     assert {k: item[k] for k in ("source", "line", "raw", "trailing_newline", "sha256_before", "sha256")} == {
-        "source": "/etc/cron.d/backup", "line": 4, "raw": "*/10 * * * * root /usr/local/bin/beacon\r",
+        "source": "/etc/cron.d/backup", "line": 4, "raw": "*/10 * * * * root /usr/local/bin/beacon\\x0d",
         "trailing_newline": True, "sha256_before": sha(BACKUP), "sha256": sha(edited),
     }  # fmt: skip
     assert sorted(os.listdir(backup.parent)) == ["backup"]  # no temp file left behind
@@ -95,7 +95,7 @@ def test_a_cron_line_goes_and_comes_back_byte_for_byte(root: Path, ctx: CommandC
     assert backup.read_bytes() == BACKUP
     info = backup.stat()
     assert (info.st_mode & 0o7777, info.st_uid, info.st_gid) == (0o640, 0, 1003)
-    assert result["actions"] == ["put line 4 back in /etc/cron.d/backup: */10 * * * * root /usr/local/bin/beacon\r"]
+    assert result["actions"] == ["put line 4 back in /etc/cron.d/backup: */10 * * * * root /usr/local/bin/beacon\\x0d"]
     assert (result["state"], result["left"], result["restored_by"]) == ("restored", [], "bob")
     with pytest.raises(CommandFailed, match="nothing to undo"):
         undo(ctx, vault, result)
@@ -323,7 +323,7 @@ def test_a_failed_timer_stop_leaves_no_record(
     (wants / "clean.timer").symlink_to("/usr/lib/systemd/system/clean.timer")
     monkeypatch.setattr(remediate_task, "systemd_is_running", lambda fs: True)
     monkeypatch.setattr(remediate_common, "systemctl", systemctl)
-    with pytest.raises(CommandFailed, match="^systemctl --no-pager stop clean.timer failed: Access denied$"):
+    with pytest.raises(CommandFailed, match=r"^systemctl --no-pager stop clean\.timer failed: Access denied$"):
         remediate(ctx, vault, "clean.timer", listed(ctx, "clean.timer"), False)
     assert vault.records() == [] and (wants / "clean.timer").is_symlink()
 

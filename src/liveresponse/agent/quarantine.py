@@ -93,7 +93,7 @@ _RECORD_ID = re.compile(r"^rem_[0-9a-f]{12}$")
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_DEFAULT_DIR = {"mode": 0o755, "uid": 0, "gid": 0}  # a parent the item does not record (it records them all)
+UNRECORDED_PARENT = {"mode": 0o755, "uid": 0, "gid": 0}  # made for a parent an item does not record (none: all are)
 
 # One lock per state directory, whoever builds the Vault: two remediations never interleave.
 _LOCKS: dict[str, threading.RLock] = {}
@@ -512,7 +512,7 @@ class Vault:
         parents = {unescape_to_bytes(p["path"]): p for p in item.get("parents") or []}
         made: list[bytes] = []
         try:
-            dir_fd, made = open_directory(directory, lambda missing: parents.get(missing) or _DEFAULT_DIR)
+            dir_fd, made = open_directory(directory, lambda missing: parents.get(missing) or UNRECORDED_PARENT)
             try:
                 xattrs_failed = self._restore_in(dir_fd, place, name, item)
             finally:

@@ -3,8 +3,9 @@
 - A record's life: saved "remediating" before the first change and "remediated"
   at the end (``remediation``). An ordinary failure before anything changed
   forgets the record; one after a change keeps it, "remediated", with where it
-  stopped in ``left``, so undo can reverse what was done. Undo marks it
-  "restored" and returns what undo itself did (``finish_undo``).
+  stopped in ``left``, so undo can reverse what was done. Undo marks each item
+  restored as it goes (a failure half-way names what was done, ``undoing``), then
+  the record "restored", and returns what undo itself did (``finish_undo``).
 - Quarantine through the vault unless the file is protected (protected.py;
   -force overrides), the record saved with the item before the original goes;
   and the undo of quarantined files: every conflict checked before anything is
@@ -57,6 +58,7 @@ from liveresponse.agent.platform.linux.units import (
     user_scopes,
 )
 from liveresponse.agent.quarantine import (
+    UNRECORDED_PARENT,
     Blocked,
     Vault,
     conflict,
@@ -142,6 +144,18 @@ def _os_reason(error: OSError) -> str:
 def check_restorable(record: Record) -> None:
     if record.get("state") not in ("remediated", "remediating"):
         raise CommandFailed(f"{record.get('id')} is {record.get('state')}: nothing to undo")
+
+
+@contextlib.contextmanager
+def undoing(record: Record, actions: list[str]) -> Iterator[None]:
+    """An undo's steps, each item marked restored as it goes: a failure after some says which were done."""
+    try:
+        yield
+    except LiveResponseError as error:
+        if not actions:
+            raise
+        done = "; ".join(actions)
+        raise CommandFailed(f"{error.message}; the undo of {record['id']} stopped there, after: {done}") from None
 
 
 def finish_undo(vault: Vault, record: Record, ctx: CommandContext, actions: list[str], left: list[str]) -> Record:
@@ -231,8 +245,9 @@ def restore_files(
             actions.append(f"{what} is in place, unchanged: {why}")
         else:
             result = vault.restore_file(item)
+            recorded = {parent["path"]: parent for parent in item.get("parents") or []}
             for made in result["created_parents"]:
-                parent = next(p for p in item["parents"] if p["path"] == made)
+                parent = recorded.get(made, UNRECORDED_PARENT)
                 owner = f"{owner_name(parent['uid'])}:{group_name(parent['gid'])}"
                 actions.append(f"re-created directory {made} with mode {parent['mode']:04o}, owner {owner}")
             actions.append(
@@ -260,7 +275,8 @@ def undo_quarantine(ctx: CommandContext, vault: Vault, record: Record) -> Record
         raise conflict(conflicts)
     actions: list[str] = []
     left: list[str] = []
-    restore_files(vault, record, items, actions, left)
+    with undoing(record, actions):
+        restore_files(vault, record, items, actions, left)
     return finish_undo(vault, record, ctx, actions, left)
 
 

@@ -370,8 +370,9 @@ def undo_service(ctx: CommandContext, vault: Vault, record: Record) -> Record:
         raise conflict(conflicts)
     actions: list[str] = []
     left: list[str] = []
-    restore_files(vault, record, files, actions, left)
-    common.recreate_links(vault, record, links, actions, "start link" if state["unit_kind"] == "sysv" else None)
+    with common.undoing(record, actions):
+        restore_files(vault, record, files, actions, left)
+        common.recreate_links(vault, record, links, actions, "start link" if state["unit_kind"] == "sysv" else None)
     systemd = systemd_is_running(fs)
     if links and systemd and state["unit_kind"] == "systemd":
         common.daemon_reload(state["scope"], state.get("manager_user"), actions, left)

@@ -7,10 +7,12 @@ By the row's ``kind`` (scheduled.py names the tasks):
   keeps the source, the line number, the raw line bytes and the file's sha256
   before and after. Undo puts the line back at its number (at the end when the
   file is shorter now, and says so); an identical line already there means there
-  is nothing to do.
+  is nothing to do (or, for a remediation interrupted before the rewrite, that
+  the line never left).
 - ``cron-periodic`` (``/etc/cron.daily/x``): the script is quarantined (unless protected).
 - ``at`` (``at:7``): the job's spool file is quarantined; undo restores it with
-  at's mode and owner exactly, so atd picks it up again.
+  at's mode and owner exactly, so atd picks it up again. Either file must still be
+  the one checked (device, inode, size, status change time) when it is quarantined.
 - ``systemd-timer``: stopped when systemd runs, its enabling links removed and
   recorded; undo re-creates them and starts it again if it was active.
 
@@ -363,7 +365,8 @@ def _undo_timer(ctx: CommandContext, vault: Vault, record: Record) -> Record:
         raise conflict(conflicts)
     actions: list[str] = []
     left: list[str] = []
-    common.recreate_links(vault, record, links, actions)
+    with common.undoing(record, actions):
+        common.recreate_links(vault, record, links, actions)
     systemd = systemd_is_running(fs)
     if systemd and links:
         common.daemon_reload(state["scope"], state.get("manager_user"), actions, left)
