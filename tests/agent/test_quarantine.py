@@ -14,13 +14,17 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from liveresponse.agent import quarantine_blob
 from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux.protected import Protection, core_system_reason, protection
-from liveresponse.agent.quarantine import CHUNK_BYTES, MAGIC, Vault, public
+from liveresponse.agent.quarantine import Vault
+from liveresponse.agent.quarantine_blob import CHUNK_BYTES, MAGIC
+from liveresponse.agent.quarantine_records import public
 from liveresponse.protocol.errors import CommandFailed, Conflict, NotFound
 from liveresponse.protocol.names import escape_bytes
 
@@ -321,6 +325,7 @@ def test_a_record_given_is_saved_before_the_original_goes_and_dropped_when_the_u
 _RSS_PROBE = """
 import os, resource, sys
 from pathlib import Path
+from liveresponse.agent import quarantine_blob
 from liveresponse.agent.quarantine import Vault
 vault = Vault(Path(sys.argv[1]))
 vault.key()
@@ -464,3 +469,159 @@ def _modified(path: Path) -> str | None:
     from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 
     return iso_utc_from_ns(path.lstat().st_mtime_ns)
+
+
+# -- room on the vault's file system (quarantine_blob.require_room) ------------------------------------------------
+
+
+def test_blob_size_and_reserve_arithmetic() -> None:
+    assert quarantine_blob.blob_bytes(0) == 24 + 20  # header, one empty chunk
+    assert quarantine_blob.blob_bytes(CHUNK_BYTES) == 24 + CHUNK_BYTES + 20
+    assert quarantine_blob.blob_bytes(CHUNK_BYTES + 1) == 24 + CHUNK_BYTES + 1 + 2 * 20
+    assert quarantine_blob.reserve_bytes(100 * 1024**2) == 5 * 1024**2  # 5% of a small file system
+    assert quarantine_blob.reserve_bytes(10 * 1024**4) == 1024**3  # at most 1 GiB
+
+
+def fake_free_space(monkeypatch: pytest.MonkeyPatch, free_bytes: int, total_bytes: int) -> None:
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        found = real(path)  # type: ignore[arg-type]
+        fields = dict.fromkeys(("f_bsize", "f_files", "f_ffree", "f_favail", "f_flag", "f_namemax"), 0)
+        fields.update({name: getattr(found, name) for name in fields})
+        return type("FakeStatvfs", (), {**fields, "f_frsize": 4096, "f_blocks": total_bytes // 4096,
+                                        "f_bfree": free_bytes // 4096, "f_bavail": free_bytes // 4096})()  # fmt: skip
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+
+
+def test_a_sparse_file_whose_copy_would_not_leave_the_reserve_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sparse file holds nothing on disk, but its copy is stored whole: 2 GiB of holes would be a 2 GiB blob.
+    vault = Vault(tmp_path / "state")
+    vault.key()
+    record = vault.new_record("file", "sparse", ctx_for(tmp_path / "state"))
+    sparse = tmp_path / "sparse.img"
+    with open(sparse, "wb") as out:
+        out.truncate(2 * 1024**3)
+    fake_free_space(monkeypatch, free_bytes=1024**3, total_bytes=1024**4)
+
+    with pytest.raises(CommandFailed) as refused:
+        vault.quarantine_file(os.fsencode(sparse), record=record)
+
+    needed = 24 + 2 * 1024**3 + 2048 * 20
+    allocated = sparse.stat().st_blocks * 512
+    assert refused.value.message == (
+        f"cannot quarantine {sparse}: its encrypted copy needs {needed} bytes ({sparse} is sparse, {allocated} bytes"
+        f" on disk, but a quarantined copy is stored whole) and the vault's file system ({vault.blobs}) has"
+        f" {1024**3} bytes free, of which {1024**3} must stay free (5% of the file system or 1 GiB, whichever is"
+        " smaller); nothing done"
+    )
+    assert refused.value.fields == {"needed_bytes": needed, "free_bytes": 1024**3, "reserve_bytes": 1024**3}
+    assert sparse.stat().st_size == 2 * 1024**3 and os.listdir(vault.blobs) == [] and vault.records() == []
+
+
+def test_a_copy_that_fits_with_the_reserve_left_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vault = Vault(tmp_path / "state")
+    vault.key()
+    # A 100 MiB file system keeps 5 MiB free: 8 MiB free takes a 2 MiB file, not a 4 MiB one.
+    fake_free_space(monkeypatch, free_bytes=8 * 1024**2, total_bytes=100 * 1024**2)
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.write_bytes(os.urandom(2 * 1024**2))
+    large.write_bytes(os.urandom(4 * 1024**2))
+    assert vault.quarantine_file(os.fsencode(small))["size"] == 2 * 1024**2
+    with pytest.raises(CommandFailed, match=r"needs 4194408 bytes and .* has 8388608 bytes free, of which 5242880"):
+        vault.quarantine_file(os.fsencode(large))
+    assert large.exists() and len(os.listdir(vault.blobs)) == 1
+
+
+def test_a_file_that_grows_while_its_copy_is_written_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The room was checked for the size it had: a file that keeps growing must not fill the disk meanwhile.
+    vault = Vault(tmp_path / "state")
+    growing = tmp_path / "growing"
+    growing.write_bytes(b"x" * CHUNK_BYTES)
+    real_read = quarantine_blob.read_chunk
+
+    def read_and_grow(fd: int) -> bytes:
+        with open(growing, "ab") as more:
+            more.write(b"y" * CHUNK_BYTES)
+        return real_read(fd)
+
+    monkeypatch.setattr(quarantine_blob, "read_chunk", read_and_grow)
+    with pytest.raises(CommandFailed, match=r"grew while being quarantined; nothing done$"):
+        vault.quarantine_file(os.fsencode(growing))
+    assert growing.exists() and os.listdir(vault.blobs) == []
+
+
+# -- partial blobs left by a killed writer -----------------------------------------------------------------------
+
+_SLOW_WRITER = """
+import os, sys, time
+from pathlib import Path
+from liveresponse.agent import quarantine_blob
+from liveresponse.agent import quarantine_blob
+from liveresponse.agent.quarantine import Vault
+real_read = quarantine_blob.read_chunk
+def slow_read(fd):
+    data = real_read(fd)
+    print("writing", flush=True)
+    time.sleep(600)
+    return data
+quarantine_blob.read_chunk = slow_read
+Vault(Path(sys.argv[1])).quarantine_file(os.fsencode(sys.argv[2]))
+"""
+_AGENT_START = """
+import os, sys
+from pathlib import Path
+from liveresponse.agent import quarantine_blob
+from liveresponse.agent.quarantine import Vault
+print(" ".join(sorted(os.listdir(Vault(Path(sys.argv[1])).blobs))))
+"""
+
+
+def test_a_partial_blob_of_a_killed_writer_goes_at_the_next_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    target = tmp_path / "target"
+    target.write_bytes(os.urandom(3 * CHUNK_BYTES))
+    writer = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(state), str(target)], stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"writing\n"
+        writer.kill()  # kill -9 half-way through the blob
+    finally:
+        writer.wait()
+        assert writer.stdout is not None
+        writer.stdout.close()
+    blobs = state / "quarantine" / "blobs"
+    (partial,) = os.listdir(blobs)
+    assert partial.startswith(".tmp-") and partial.endswith(".qv") and target.exists()
+    (blobs / "0123abcd.qv").write_bytes(b"a published blob, however old")
+    (blobs / ".tmp-not-a-blob").write_bytes(b"not the vault's partial blob")
+    os.utime(blobs / "0123abcd.qv", (0, 0))
+    os.utime(blobs / ".tmp-not-a-blob", (0, 0))
+    (blobs / ".tmp-still-written.qv").write_bytes(b"by a writer that runs on")
+    later = time.time() + 3600  # written since the next agent started
+    os.utime(blobs / ".tmp-still-written.qv", (later, later))
+
+    time.sleep(0.05)  # a start time is known to a clock tick (10 ms): a restart comes later than that anyway
+    started = subprocess.run([sys.executable, "-c", _AGENT_START, str(state)], capture_output=True, text=True)
+
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.split() == [".tmp-not-a-blob", ".tmp-still-written.qv", "0123abcd.qv"]
+
+
+def test_partial_blobs_are_cleared_once_per_process_and_never_newer_ones(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    blobs = state / "quarantine" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / ".tmp-old.qv").write_bytes(b"left by a killed writer")
+    os.utime(blobs / ".tmp-old.qv", (0, 0))
+    (blobs / ".tmp-new.qv").write_bytes(b"written by this process")  # newer than this process: kept
+    Vault(state)
+    assert sorted(os.listdir(blobs)) == [".tmp-new.qv"]
+    (blobs / ".tmp-old.qv").write_bytes(b"again")
+    os.utime(blobs / ".tmp-old.qv", (0, 0))
+    Vault(state)  # not the first Vault of this directory in this process: nothing is cleared
+    assert sorted(os.listdir(blobs)) == [".tmp-new.qv", ".tmp-old.qv"]

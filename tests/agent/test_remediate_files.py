@@ -7,6 +7,7 @@ produced here by the same agent commands.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -18,15 +19,18 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from liveresponse.agent.commands import fileinfo, processes, remediate, undo
 from liveresponse.agent.commands.context import CommandContext
+from liveresponse.agent.platform.linux import process_stop
 from liveresponse.agent.platform.linux.protected import Protection
 from liveresponse.agent.platform.linux.remediate_files import remediate_file
 from liveresponse.agent.platform.linux.remediate_process import remediate_process
+from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 from liveresponse.agent.quarantine import Vault
 from liveresponse.protocol.errors import CommandFailed, Conflict, NotAvailable, NotFound
 from liveresponse.protocol.names import escape_bytes
@@ -143,6 +147,34 @@ def test_a_file_changed_since_fileinfo_is_refused(ctx: CommandContext, tmp_path:
     os.rename(tmp_path / "newcomer", replaced)  # a new inode while the old one is still allocated
     with pytest.raises(CommandFailed, match=rf"inode was {entity['inode']}, now \d+ \(replaced\); nothing done"):
         remediate.run(ctx, {"type": "file", "id": str(replaced), "entity": entity})
+
+
+def test_a_same_size_edit_is_refused_when_fileinfo_gave_no_sha256(ctx: CommandContext, tmp_path: Path) -> None:
+    # Over fileinfo_hash_max_bytes there is no sha256 to compare: inode and size stay, the times tell.
+    target = tmp_path / "large log"
+    plant(target, b"version 1\n")
+    entity = fileinfo.run(CommandContext(fileinfo_hash_max_bytes=4), {"path": str(target)})
+    assert entity["sha256"] is None
+    target.write_bytes(b"version 2\n")
+    now = os.stat(target)
+    modified, changed = iso_utc_from_ns(now.st_mtime_ns), iso_utc_from_ns(now.st_ctime_ns)
+    with pytest.raises(CommandFailed) as refused:
+        remediate.run(ctx, {"type": "file", "id": str(target), "entity": entity})
+    assert refused.value.message == (
+        f"{target} changed since it was listed: modified was {entity['modified']}, now {modified};"
+        f" changed (status change time) was {entity['changed']}, now {changed} (rewritten or replaced)"
+        " (the listing has no sha256, so its times are compared); nothing done"
+    )
+    assert target.read_bytes() == b"version 2\n" and remediate.run(ctx, {"type": "list"}) == []
+
+    os.utime(target, ns=(MTIME_NS, MTIME_NS))  # the modification time set back: the status change time still moved
+    with pytest.raises(CommandFailed, match=r": changed \(status change time\) was .*; nothing done$") as stomped:
+        remediate.run(ctx, {"type": "file", "id": str(target), "entity": entity})
+    assert "modified was" not in stomped.value.message and target.exists()
+
+    unchanged = fileinfo.run(CommandContext(fileinfo_hash_max_bytes=4), {"path": str(target)})
+    assert remediate.run(ctx, {"type": "file", "id": str(target), "entity": unchanged})["state"] == "remediated"
+    assert not target.exists()
 
 
 def test_a_protected_file_needs_force(ctx: CommandContext, tmp_path: Path) -> None:
@@ -487,3 +519,91 @@ def test_an_ancestor_of_the_agent_is_never_stopped(
         f"pid {grandparent.pid} is an ancestor of the agent: stopping it could stop the agent half-way;"
         " it is never remediated"
     )
+
+
+# -- the server this agent reports to, on this host ----------------------------------------------------------------
+
+_LISTENER = """
+import socket, sys, time
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.bind((sys.argv[1], 0))
+server.listen()
+print(server.getsockname()[1], flush=True)
+time.sleep(600)
+"""
+
+
+def start_listener(children: list[subprocess.Popen[bytes]], address: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A process listening on ``address`` (a stand-in for an lr server), and its port."""
+    listener = subprocess.Popen([sys.executable, "-c", _LISTENER, address], stdout=subprocess.PIPE)
+    children.append(listener)
+    assert listener.stdout is not None
+    port = int(listener.stdout.readline())
+    listener.stdout.close()
+    return listener, port
+
+
+@pytest.mark.parametrize(
+    ("listen", "url_host"),
+    [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "localhost"), ("127.0.0.1", "[::ffff:127.0.0.1]")],
+)
+def test_the_server_this_agent_reports_to_is_never_stopped(
+    ctx: CommandContext, children: list[subprocess.Popen[bytes]], listen: str, url_host: str
+) -> None:
+    listener, port = start_listener(children, listen)
+    ctx.files = SimpleNamespace(server_url=f"https://{url_host}:{port}")  # the agent's WorkFolder
+    row = wait_running(listener.pid)
+    with pytest.raises(CommandFailed) as refused:
+        remediate.run(ctx, {"type": "process", "id": str(listener.pid), "entity": row})
+    assert refused.value.message == (
+        f"pid {listener.pid} is the liveresponse server this agent reports to: stopping it would cut the session;"
+        " nothing done"
+    )
+    time.sleep(0.2)
+    assert listener.poll() is None and remediate.run(ctx, {"type": "list"}) == []
+
+
+def test_a_server_on_another_host_protects_no_local_process(
+    ctx: CommandContext, children: list[subprocess.Popen[bytes]]
+) -> None:
+    # 192.0.2.0/24 is TEST-NET-1: never an address of this host, so a local process on that port is not the server.
+    listener, port = start_listener(children, "0.0.0.0")
+    ctx.files = SimpleNamespace(server_url=f"https://192.0.2.10:{port}")
+    row = wait_running(listener.pid)
+    record = remediate.run(ctx, {"type": "process", "id": str(listener.pid), "entity": row})
+    assert listener.wait(5) == -signal.SIGTERM and record["state"] == "remediated"
+
+
+# -- other processes running the quarantined image -----------------------------------------------------------------
+
+
+def test_other_processes_still_running_the_image_are_named_not_stopped(
+    ctx: CommandContext, tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    # A parent that forked children running its own image: stopping the parent leaves them running it.
+    image = tmp_path / "mysleep"
+    shutil.copy2(os.path.realpath("/bin/sh"), image)
+    loop = f"{image} -c 'sleep 600; :' & {image} -c 'sleep 600; :' & wait"
+    parent = subprocess.Popen([str(image), "-c", loop])
+    children.append(parent)
+    forked: list[int] = []
+    deadline = time.monotonic() + 10
+    while len(forked) < 2:
+        assert time.monotonic() < deadline, forked
+        time.sleep(0.02)
+        table = process_stop.process_table()
+        forked = sorted(pid for pid, p in table.items() if p.ppid == parent.pid and p.exe == os.fsencode(image))
+    try:
+        row = wait_running(parent.pid, str(image))
+        record = remediate.run(ctx, {"type": "process", "id": str(parent.pid), "entity": row})
+        assert parent.wait(5) == -signal.SIGTERM
+        assert record["left"] == [
+            f"2 other processes still run this image: pids {forked[0]}, {forked[1]}; remediate them too"
+        ]
+        assert all(process_stop.process_table().get(pid) is not None for pid in forked)  # not stopped
+        assert not image.exists() and record["image_record"]
+    finally:
+        table = process_stop.process_table()
+        for pid in [pid for child in forked for pid in [child, *process_stop.descendants_of(table, child)]]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -13,13 +14,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from liveresponse.agent.commands import services
 from liveresponse.agent.commands.context import CommandContext
-from liveresponse.agent.platform.linux import protected, remediate_common, remediate_service
+from liveresponse.agent.platform.linux import process_stop, protected, remediate_service, systemd_control
 from liveresponse.agent.platform.linux.process_table import ProcessGone, boot_time_s, read_process
 from liveresponse.agent.platform.linux.remediate_service import remediate_service as remediate
 from liveresponse.agent.platform.linux.remediate_service import undo_service as undo
@@ -278,7 +280,7 @@ def test_through_systemctl_when_systemd_runs(
 
     monkeypatch.setattr(remediate_service, "list_services", as_running)
     monkeypatch.setattr(remediate_service, "systemd_is_running", lambda fs: True)
-    monkeypatch.setattr(remediate_common, "systemctl", systemctl)
+    monkeypatch.setattr(systemd_control, "systemctl", systemctl)
     record = remediate(ctx, vault, "evil", running, False)
     assert calls == [(None, ("stop", "evil.service")), (None, ("daemon-reload",))]
     assert record["actions"][0] == "stopped through systemctl stop evil.service (main pid 4242)"
@@ -399,6 +401,59 @@ def test_the_service_running_the_agent_is_refused(
     assert vault.records() == [] and len(links_of(root)) == 4
 
 
+_LISTENER = """
+import socket, subprocess, sys, time
+if sys.argv[1] == "parent":  # a launcher whose child is the server
+    subprocess.run([sys.executable, "-c", sys.argv[2], "server", sys.argv[2]])
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+print(server.getsockname()[1], flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("main_is", ["server", "parent"])
+def test_the_service_running_the_server_this_agent_reports_to_is_refused(
+    root: Path, ctx: CommandContext, vault: Vault, monkeypatch: pytest.MonkeyPatch, main_is: str
+) -> None:
+    main = subprocess.Popen([sys.executable, "-c", _LISTENER, main_is, _LISTENER], stdout=subprocess.PIPE)
+    try:
+        assert main.stdout is not None
+        port = int(main.stdout.readline())
+        (server_pid,) = (
+            [main.pid] if main_is == "server" else process_stop.descendants_of(process_stop.process_table(), main.pid)
+        )
+        ctx.files = SimpleNamespace(server_url=f"https://localhost:{port}")
+        real_list = remediate_service.list_services
+        row = {**listed(ctx, "evil"), "main_pid": main.pid}
+
+        def running_the_server(fs: object, name: str) -> list[dict[str, Any]]:
+            return [{**r, "state": "running", "main_pid": main.pid} for r in real_list(fs, name)]
+
+        monkeypatch.setattr(remediate_service, "list_services", running_the_server)
+        with pytest.raises(CommandFailed) as raised:
+            remediate(ctx, vault, "evil", row, False)
+        refusal = f"pid {server_pid} is the liveresponse server this agent reports to: stopping it would cut the"
+        refusal += " session"
+        if main_is == "server":
+            assert raised.value.message == f"service evil.service: {refusal}; nothing was done"
+        else:
+            assert (
+                raised.value.message == f"service evil.service would stop pid {server_pid} with it: {refusal};"
+                " nothing was done"
+            )
+        assert vault.records() == [] and len(links_of(root)) == 4 and main.poll() is None
+    finally:
+        table = process_stop.process_table()
+        for pid in [main.pid, *process_stop.descendants_of(table, main.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        main.wait()
+        assert main.stdout is not None
+        main.stdout.close()
+
+
 def test_sigkill_after_the_grace_and_descendants_too() -> None:
     code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
@@ -410,7 +465,7 @@ def test_sigkill_after_the_grace_and_descendants_too() -> None:
         child = int(parent.stdout.readline())
         time.sleep(0.2)
         began = time.monotonic()
-        result = remediate_common.stop_process_tree(parent.pid, grace_s=0.5)
+        result = process_stop.stop_process_tree(parent.pid, grace_s=0.5)
         assert result is not None and time.monotonic() - began < 3
         assert (result.descendants, result.terminated, result.killed, result.survived) == (
             [child], [], sorted([parent.pid, child]), [],
@@ -441,10 +496,10 @@ def test_a_pid_reused_since_it_was_found_is_never_signalled() -> None:
     process = subprocess.Popen(["/bin/sleep", "600"])
     try:
         started = read_process(process.pid, boot_time_s()).start_time_s
-        assert remediate_common.stop_process_tree(process.pid, 0.2, started_s=started - 3) is None
+        assert process_stop.stop_process_tree(process.pid, 0.2, started_s=started - 3) is None
         time.sleep(0.3)
         assert process.poll() is None  # left alone
-        result = remediate_common.stop_process_tree(process.pid, 0.2, started_s=started)
+        result = process_stop.stop_process_tree(process.pid, 0.2, started_s=started)
         assert result is not None and result.terminated == [process.pid]
         assert process.wait(5) == -signal.SIGTERM
     finally:
@@ -505,7 +560,7 @@ def test_a_failed_stop_leaves_no_record(
         remediate_service, "list_services", lambda fs, name: [{**r, "state": "running"} for r in real_list(fs, name)]
     )
     monkeypatch.setattr(remediate_service, "systemd_is_running", lambda fs: True)
-    monkeypatch.setattr(remediate_common, "systemctl", systemctl)
+    monkeypatch.setattr(systemd_control, "systemctl", systemctl)
     with pytest.raises(CommandFailed, match=r"^systemctl --no-pager stop evil.service failed: Access denied$"):
         remediate(ctx, vault, "evil", {**listed(ctx, "evil"), "state": "running"}, False)
     assert vault.records() == []  # not a record stuck in "remediating"

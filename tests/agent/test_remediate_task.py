@@ -12,7 +12,7 @@ import pytest
 
 from liveresponse.agent.commands import scheduledtasks
 from liveresponse.agent.commands.context import CommandContext
-from liveresponse.agent.platform.linux import protected, remediate_common, remediate_task
+from liveresponse.agent.platform.linux import protected, remediate_task, systemd_control
 from liveresponse.agent.platform.linux.remediate_task import remediate_task as remediate
 from liveresponse.agent.platform.linux.remediate_task import undo_task as undo
 from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
@@ -291,7 +291,7 @@ def test_a_system_timer_through_systemctl(
     wants.mkdir(parents=True)
     (wants / "clean.timer").symlink_to("/usr/lib/systemd/system/clean.timer")
     monkeypatch.setattr(remediate_task, "systemd_is_running", lambda fs: True)
-    monkeypatch.setattr(remediate_common, "systemctl", systemctl)
+    monkeypatch.setattr(systemd_control, "systemctl", systemctl)
     record = remediate(ctx, vault, "clean.timer", listed(ctx, "clean.timer"), False)
     assert calls == [(None, ("is-active", "clean.timer")), (None, ("stop", "clean.timer")), (None, ("daemon-reload",))]
     assert record["actions"] == [
@@ -322,7 +322,7 @@ def test_a_failed_timer_stop_leaves_no_record(
     wants.mkdir(parents=True)
     (wants / "clean.timer").symlink_to("/usr/lib/systemd/system/clean.timer")
     monkeypatch.setattr(remediate_task, "systemd_is_running", lambda fs: True)
-    monkeypatch.setattr(remediate_common, "systemctl", systemctl)
+    monkeypatch.setattr(systemd_control, "systemctl", systemctl)
     with pytest.raises(CommandFailed, match=r"^systemctl --no-pager stop clean\.timer failed: Access denied$"):
         remediate(ctx, vault, "clean.timer", listed(ctx, "clean.timer"), False)
     assert vault.records() == [] and (wants / "clean.timer").is_symlink()

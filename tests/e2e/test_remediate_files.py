@@ -209,6 +209,21 @@ def test_a_process_whose_image_was_deleted(cluster: Cluster, tmp_path: Path) -> 
     assert record["actions"][0] == f"sent SIGTERM to pid {child.pid} (vanishing)"
 
 
+def test_the_server_the_agent_reports_to_is_never_stopped(cluster: Cluster) -> None:
+    # Both run on this host: stopping the server would cut the session and lose the remediation's audit.
+    assert cluster.server is not None
+    server_pid = cluster.server.pid
+    refused = cluster.console(f"processes {server_pid}", f"remediate process {server_pid}")
+    assert refused.returncode == 1
+    assert (
+        f"pid {server_pid} is the liveresponse server this agent reports to: stopping it would cut the session;"
+        " nothing done"
+    ) in refused.stderr
+    assert cluster.server.poll() is None
+    (rows,) = console_ok(cluster, "remediate list -output json")  # the session still works
+    assert all(r["entity"] != str(server_pid) for r in rows)
+
+
 def test_a_package_file_is_refused_and_left_alone(cluster: Cluster) -> None:
     sleep = Path("/usr/bin/sleep")
     before = sleep.stat()

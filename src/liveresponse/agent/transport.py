@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from liveresponse import __version__
 from liveresponse.agent.policy import PolicyError, PolicyFile
+from liveresponse.agent.quarantine import Vault
 from liveresponse.agent.runner import Runner
 from liveresponse.agent.state import AgentState, ReplayJournal
 from liveresponse.agent.tls import pinned_context
@@ -67,6 +68,7 @@ class Agent:
         # putfile's working folder; files put without -keep in an earlier boot go now (workfolder.py).
         self.files = WorkFolder(state_dir, self.identity.server_url, self.state.ca_path, boot_id_file)
         self.files.clean_after_boot()
+        Vault(state_dir)  # the quarantine clears what a writer killed mid-blob left (agent/quarantine.py)
         self.device_key = self.state.device_key()
         self.journal = ReplayJournal(self.state.replay_path)
         self.guard = ReplayGuard(self.journal.load(time.time()))

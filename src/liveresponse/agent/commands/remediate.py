@@ -18,7 +18,8 @@ from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext, Row
 from liveresponse.agent.platform import current, require_linux
-from liveresponse.agent.quarantine import Vault, public
+from liveresponse.agent.quarantine import Vault
+from liveresponse.agent.quarantine_records import public
 from liveresponse.protocol.errors import CommandFailed, NotAvailable
 
 COMMAND = "remediate"

@@ -15,7 +15,8 @@ from typing import Any
 from liveresponse.agent.commands.context import CommandContext, Row
 from liveresponse.agent.commands.remediate import platform_function, vault_for
 from liveresponse.agent.platform import require_linux
-from liveresponse.agent.quarantine import Vault, is_record_id, public
+from liveresponse.agent.quarantine import Vault
+from liveresponse.agent.quarantine_records import is_record_id, public
 from liveresponse.protocol.errors import CommandFailed
 
 COMMAND = "undo"

@@ -3,7 +3,8 @@
 The entity is the row of the listing the analyst ran in the session (fileinfo
 for a file, startupfolders for an entry), added to the arguments by the server.
 What is on disk now must still be what was listed: a file whose inode, size or
-sha256 changed since, or an entry whose Exec or modification time changed, is
+sha256 changed since (or, when fileinfo gave no sha256, its modified or changed
+time: listed_file.py), or an entry whose Exec or modification time changed, is
 refused with the difference and nothing is done, because the analyst decided on
 what they saw. A protected file (protected.py) is refused without -force.
 
@@ -45,7 +46,8 @@ def remediate_file(
     entity = entity or {}
     _check_listed_path("fileinfo", shown, entity)
     _lstat_or_fail(path)
-    expect = {key: entity.get(key) for key in ("inode", "size", "sha256")}
+    # Without a sha256 (a file over fileinfo_hash_max_bytes) its times stand in for it (listed_file.py).
+    expect = {key: entity.get(key) for key in ("inode", "size", "sha256", "modified", "changed")}
     record = vault.new_record("file", shown, ctx)
     record["path"] = shown
     _quarantine_or_refuse(ctx, vault, record, path, expect, force, checker)

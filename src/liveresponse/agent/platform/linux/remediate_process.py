@@ -2,13 +2,17 @@
 
 The process is read, checked against the listing (its start time, as
 ``processes`` showed it in ``started``, and its executable), then pinned
-(remediate_common.pin_process: a pidfd opened, then the start time checked
+(process_stop.pin_process: a pidfd opened, then the start time checked
 again), so a pid reused at any point is refused or left alone rather than
-signalled. The agent, its ancestors, init and kernel threads are never stopped.
-The record is saved before the signal. Its executable is identified before the
-signal, while /proc/PID/exe still exists, and quarantined afterwards as a
-separate ``file`` record, so that ``undo file PATH`` brings it back; a stopped
-process itself cannot be restarted.
+signalled. The agent, its ancestors, init, kernel threads and the liveresponse
+server this agent reports to, when it runs on this host, are never stopped
+(protected_processes.py). The record is saved before the signal. Its executable
+is identified before the signal, while /proc/PID/exe still exists, and
+quarantined afterwards as a separate ``file`` record, so that ``undo file PATH``
+brings it back; a stopped process itself cannot be restarted. Other processes
+still running the quarantined image (the children a parent forked: same device
+and inode behind /proc/PID/exe) are named in ``left``, not stopped: the analyst
+chose one process.
 """
 
 from __future__ import annotations
@@ -19,19 +23,22 @@ from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux import process_table
-from liveresponse.agent.platform.linux.protected import Protection
-from liveresponse.agent.platform.linux.remediate_common import (
+from liveresponse.agent.platform.linux.process_stop import (
     KILL_WAIT_S,
     STOP_GRACE_S,
     PinnedProcess,
-    agent_and_ancestors,
-    changed,
-    finish,
+    image_users,
     pin_process,
-    quarantine_unless_protected,
-    remediation,
     stop_pinned,
 )
+from liveresponse.agent.platform.linux.protected import Protection
+from liveresponse.agent.platform.linux.protected_processes import (
+    agent_and_ancestors,
+    server_pids,
+    server_refusal,
+    server_url_of,
+)
+from liveresponse.agent.platform.linux.remediate_common import changed, finish, quarantine_unless_protected, remediation
 from liveresponse.agent.platform.linux.timestamps import iso_utc_from_seconds
 from liveresponse.agent.quarantine import Vault
 from liveresponse.protocol.errors import CommandFailed, LiveResponseError, NotFound
@@ -53,6 +60,8 @@ def remediate_process(
 ) -> dict[str, Any]:
     pid = _pid_of(ident)
     _refuse_own(pid)
+    if pid in server_pids(server_url_of(ctx.files)):
+        raise CommandFailed(f"{server_refusal(pid)}; nothing done")
     entity = entity or {}
     boot_s = process_table.boot_time_s()
     process = _read(pid, boot_s)
@@ -66,7 +75,10 @@ def remediate_process(
         record["path"] = None if process.exe is None else escape_bytes(process.exe)
         with remediation(vault, record):
             _stop(pinned, escape_bytes(process.full_name), record, grace_s)
+            others = _other_image_users(image_identity, pid)
             _quarantine_image(ctx, vault, record, process, image_identity, force, checker)
+            if others and record.get("image_record"):
+                record["left"].append(_still_running(others))
     finally:
         pinned.close()
     return record
@@ -165,6 +177,20 @@ def _stop(pinned: PinnedProcess, name: str, record: dict[str, Any], grace_s: flo
             f"pid {pid} did not exit within {KILL_WAIT_S:g} s of SIGKILL:"
             " it is stuck in the kernel (uninterruptible sleep?)"
         )
+
+
+def _other_image_users(identity: dict[str, Any] | None, pid: int) -> list[int]:
+    """The other processes running the image now (the children a parent forked), the agent's own left out."""
+    if identity is None:
+        return []
+    return image_users(int(identity["dev"]), int(identity["inode"]), exclude={pid, *agent_and_ancestors()})
+
+
+def _still_running(others: list[int]) -> str:
+    """They are not stopped: the analyst listed one process, and decides on the others."""
+    if len(others) == 1:
+        return f"1 other process still runs this image: pid {others[0]}; remediate it too"
+    return f"{len(others)} other processes still run this image: pids {', '.join(map(str, others))}; remediate them too"
 
 
 def _quarantine_image(

@@ -5,7 +5,9 @@ Remediation, in this order, each step a plain sentence in ``record["actions"]``:
 1. *Verify*: the service is listed again the way ``services`` lists it; its unit
    file, ExecStart, scope and user must be those of the row the analyst saw, and
    a process running now must be the main pid that row showed. Otherwise nothing
-   is done and the difference is named.
+   is done and the difference is named. A service that runs this agent, or the
+   liveresponse server it reports to on this host (its main pid, a descendant,
+   or a process in its cgroup: protected_processes.py), is refused.
 2. *Stop*: ``systemctl stop`` when systemd runs the system; else the main pid
    found again from /proc (service_match.py), with the start time it had then,
    and its descendants get SIGTERM, a grace period and SIGKILL (a pid reused
@@ -51,7 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext
+from liveresponse.agent.platform.linux import process_stop, protected_processes, remediate_links, systemd_control
 from liveresponse.agent.platform.linux import remediate_common as common
+from liveresponse.agent.platform.linux.nofollow_paths import conflict
 from liveresponse.agent.platform.linux.passwd import read_users, users_with_homes
 from liveresponse.agent.platform.linux.process_table import ProcessGone, boot_time_s, read_process
 from liveresponse.agent.platform.linux.remediate_common import (
@@ -60,13 +64,12 @@ from liveresponse.agent.platform.linux.remediate_common import (
     file_conflicts,
     finish_undo,
     inside_of,
-    link_conflicts,
     pending_files,
     quarantine_unless_protected,
     restore_files,
     text_of,
-    unit_links,
 )
+from liveresponse.agent.platform.linux.remediate_links import link_conflicts, unit_links
 from liveresponse.agent.platform.linux.rootfs import FsRoot, Reader
 from liveresponse.agent.platform.linux.services import list_services, systemd_is_running
 from liveresponse.agent.platform.linux.sysv import InitScript, collect_init_scripts
@@ -80,7 +83,7 @@ from liveresponse.agent.platform.linux.units import (
     system_scope,
     user_scopes,
 )
-from liveresponse.agent.quarantine import Vault, conflict
+from liveresponse.agent.quarantine import Vault
 from liveresponse.protocol.errors import CommandFailed, Conflict, LiveResponseError, NotFound
 from liveresponse.protocol.names import escape_bytes
 
@@ -109,7 +112,7 @@ class Located:
 
     @property
     def manager_user(self) -> str | None:
-        return common.manager_user(self.scope)
+        return systemd_control.manager_user(self.scope)
 
 
 # ---------------------------------------------------------------- remediate
@@ -119,7 +122,7 @@ def remediate_service(ctx: CommandContext, vault: Vault, ident: str, entity: Row
     if not entity or not entity.get("name"):
         raise CommandFailed(f"remediate service {ident} needs the service's row from services in this session")
     fs = FsRoot(ctx.root or "/")
-    found = locate(fs, entity)
+    found = locate(fs, entity, protected_processes.server_url_of(ctx.files))
     systemd = systemd_is_running(fs)
     # The record is found again by the word the analyst typed (undo service NAME), with or without .service.
     entity_name = ident if ident in (found.name, found.name.removesuffix(".service")) else found.name
@@ -140,8 +143,11 @@ def remediate_service(ctx: CommandContext, vault: Vault, ident: str, entity: Row
     return record
 
 
-def locate(fs: FsRoot, entity: Row) -> Located:
-    """The service of ``entity`` as it is now; Conflict/NotFound naming what changed since the listing."""
+def locate(fs: FsRoot, entity: Row, server_url: str | None = None) -> Located:
+    """The service of ``entity`` as it is now; Conflict/NotFound naming what changed since the listing.
+
+    A service that runs this agent, or the server at ``server_url`` when it is on this host, is refused.
+    """
     name = str(entity["name"])
     kind = entity.get("kind") or "systemd"
     listed_file = entity.get("unit_file")
@@ -165,12 +171,13 @@ def locate(fs: FsRoot, entity: Row) -> Located:
         raise Conflict(f"service {name} changed since it was listed: {'; '.join(differences)}; nothing was done, "
                        "run services again")  # fmt: skip
     main_pid = row.get("main_pid")
-    if main_pid and int(main_pid) in common.agent_and_ancestors():
+    if main_pid and int(main_pid) in protected_processes.agent_and_ancestors():
         raise CommandFailed(f"service {name} (pid {main_pid}) runs this agent: stopping it would end the remediation "
                             "half-way; nothing was done")  # fmt: skip
+    _refuse_server(name, main_pid, server_url)
     found = Located(row, name, kind, inside_of(str(listed_file)))
     if main_pid and fs.live:
-        try:  # at once: the pid is stopped only while it still has this start time (remediate_common)
+        try:  # at once: the pid is stopped only while it still has this start time (process_stop)
             found.main_started_s = read_process(int(main_pid), boot_time_s()).start_time_s
         except ProcessGone:
             found.row = {**row, "main_pid": None, "state": "stopped"}
@@ -182,6 +189,20 @@ def locate(fs: FsRoot, entity: Row) -> Located:
         return found
     found.scope, found.unit = _unit_of(fs, reader, name, found.unit_file, row)
     return found
+
+
+def _refuse_server(name: str, main_pid: Any, server_url: str | None) -> None:
+    """Refuse to stop the server this agent reports to: its main pid, a descendant of it, or in its cgroup."""
+    server = protected_processes.server_pids(server_url)
+    if not server:
+        return
+    if main_pid and int(main_pid) in server:
+        raise CommandFailed(f"service {name}: {protected_processes.server_refusal(int(main_pid))}; nothing was done")
+    below = set(process_stop.descendants_of(process_stop.process_table(), int(main_pid))) if main_pid else set()
+    with_it = sorted(pid for pid in server if pid in below or protected_processes.cgroup_leaf(pid) == name)
+    if with_it:
+        refusal = protected_processes.server_refusal(with_it[0])
+        raise CommandFailed(f"service {name} would stop pid {with_it[0]} with it: {refusal}; nothing was done")
 
 
 def _unit_of(fs: FsRoot, reader: Reader, name: str, unit_file: str, row: Row) -> tuple[UnitScope, Unit | None]:
@@ -258,7 +279,7 @@ def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vau
             return
         state.update(was_running=True, pid=pid, argv=_argv_of(pid) if pid else None)
         vault.save(record)
-        common.systemctl(None, "stop", found.name)
+        systemd_control.systemctl(None, "stop", found.name)
         common.changed(record, f"stopped through systemctl stop {found.name}" + (f" (main pid {pid})" if pid else ""))
         return
     if not fs.live:
@@ -266,7 +287,7 @@ def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vau
         return
     if systemd and found.manager_user:
         try:  # its user manager would restart it otherwise
-            common.systemctl(found.manager_user, "stop", found.name)
+            systemd_control.systemctl(found.manager_user, "stop", found.name)
             common.changed(
                 record, f"stopped through systemctl --user --machine={found.manager_user}@ stop {found.name}"
             )
@@ -278,13 +299,13 @@ def _stop(fs: FsRoot, found: Located, state: dict[str, Any], record: Record, vau
         return
     state.update(was_running=True, pid=pid, argv=_argv_of(pid))
     vault.save(record)
-    result = common.stop_process_tree(int(pid), common.STOP_GRACE_S, found.main_started_s)
+    result = process_stop.stop_process_tree(int(pid), process_stop.STOP_GRACE_S, found.main_started_s)
     if result is None:
         state["was_running"] = False
         actions.append(f"not running: pid {pid} had exited before it was stopped")
         return
     state["argv"] = [escape_bytes(word) for word in result.argv]
-    common.changed(record, result.describe(common.STOP_GRACE_S))
+    common.changed(record, result.describe(process_stop.STOP_GRACE_S))
     if result.survived:
         record["left"].append(f"still running after SIGKILL: {', '.join(map(str, result.survived))}")
 
@@ -296,13 +317,13 @@ def _disable(fs: FsRoot, found: Located, record: Record, vault: Vault, systemd: 
         what = "start link"
     else:
         assert found.scope is not None
-        paths = unit_links(reader, common.scope_link_dirs(fs, reader, found.scope), found.name)
+        paths = unit_links(reader, remediate_links.scope_link_dirs(fs, reader, found.scope), found.name)
         what = "enabling link"
-    removed = common.remove_links(fs, vault, record, paths, what if found.script is not None else None)
+    removed = remediate_links.remove_links(fs, vault, record, paths, what if found.script is not None else None)
     if not paths:
         record["actions"].append(f"no {what}s: it was not enabled")
     if removed and systemd and found.kind == "systemd":
-        common.daemon_reload(found.scope_kind, found.manager_user, record["actions"], record["left"])
+        systemd_control.daemon_reload(found.scope_kind, found.manager_user, record["actions"], record["left"])
 
 
 def _executables(fs: FsRoot, found: Located) -> list[tuple[str, str]]:
@@ -364,7 +385,7 @@ def undo_service(ctx: CommandContext, vault: Vault, record: Record) -> Record:
     if state is None:
         raise CommandFailed(f"{record.get('id')} holds no service state to undo")
     files = pending_files(record)
-    links = common.pending_links(record)
+    links = remediate_links.pending_links(record)
     conflicts = file_conflicts(vault, files) + [place for item in links for place in link_conflicts(item)]
     if conflicts:
         raise conflict(conflicts)
@@ -372,10 +393,11 @@ def undo_service(ctx: CommandContext, vault: Vault, record: Record) -> Record:
     left: list[str] = []
     with common.undoing(record, actions):
         restore_files(vault, record, files, actions, left)
-        common.recreate_links(vault, record, links, actions, "start link" if state["unit_kind"] == "sysv" else None)
+        what = "start link" if state["unit_kind"] == "sysv" else None
+        remediate_links.recreate_links(vault, record, links, actions, what)
     systemd = systemd_is_running(fs)
     if links and systemd and state["unit_kind"] == "systemd":
-        common.daemon_reload(state["scope"], state.get("manager_user"), actions, left)
+        systemd_control.daemon_reload(state["scope"], state.get("manager_user"), actions, left)
     if state.get("was_running"):
         _start(fs, state, systemd, actions, left)
     else:
@@ -388,12 +410,12 @@ def _start(fs: FsRoot, state: dict[str, Any], systemd: bool, actions: list[str],
     user = state.get("manager_user")
     try:
         if systemd and state["scope"] == "system":
-            common.systemctl(None, "start", name)
+            systemd_control.systemctl(None, "start", name)
             actions.append(f"started through systemctl start {name}")
             return
         if systemd and user:
             try:
-                common.systemctl(user, "start", name)
+                systemd_control.systemctl(user, "start", name)
                 actions.append(f"started through systemctl --user --machine={user}@ start {name}")
                 return
             except CommandFailed as error:

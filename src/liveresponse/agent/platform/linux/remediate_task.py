@@ -33,8 +33,10 @@ from typing import Any
 
 from liveresponse.agent.commands.context import CommandContext
 from liveresponse.agent.platform.linux import remediate_common as common
+from liveresponse.agent.platform.linux import remediate_links, systemd_control
 from liveresponse.agent.platform.linux.atjobs import collect_at_jobs
 from liveresponse.agent.platform.linux.cron import CRON_D, PERIODIC_DIRS, SYSTEM_CRONTAB, parse_crontab
+from liveresponse.agent.platform.linux.nofollow_paths import conflict
 from liveresponse.agent.platform.linux.passwd import read_users, users_with_homes
 from liveresponse.agent.platform.linux.remediate_common import Record, inside_of, text_of
 from liveresponse.agent.platform.linux.rootfs import FsRoot, Reader
@@ -42,7 +44,7 @@ from liveresponse.agent.platform.linux.scheduled import timer_task_name
 from liveresponse.agent.platform.linux.services import systemd_is_running
 from liveresponse.agent.platform.linux.timers import TimerInfo, collect_timers
 from liveresponse.agent.platform.linux.timestamps import iso_utc
-from liveresponse.agent.quarantine import Vault, conflict
+from liveresponse.agent.quarantine import Vault
 from liveresponse.protocol.errors import CommandFailed, Conflict, NotFound
 from liveresponse.protocol.names import escape_bytes, unescape_to_bytes
 
@@ -313,7 +315,7 @@ def _remediate_timer(ctx: CommandContext, vault: Vault, entity: Row, force: bool
     fs = _fs(ctx)
     timer = _locate_timer(fs, entity)
     systemd = systemd_is_running(fs)
-    user = common.manager_user(timer.scope)
+    user = systemd_control.manager_user(timer.scope)
     record: Record = vault.new_record("scheduledtask", str(entity["name"]), ctx)
     record["path"] = text_of(timer.path)
     state = {"kind": "timer_state", "name": timer.name, "scope": timer.scope.kind, "manager_user": user,
@@ -332,10 +334,10 @@ def _stop_timer(timer: TimerInfo, state: Record, record: Record, vault: Vault, s
         actions.append("not stopped: systemd is not running, so the timer is not active")
     elif timer.scope.kind == "user" and user is None:
         left.append("a global user timer runs in every user's manager: not stopped there")
-    elif common.systemctl(user, "is-active", timer.name).strip() == "active":
+    elif systemd_control.systemctl(user, "is-active", timer.name).strip() == "active":
         state["was_active"] = True
         vault.save(record)
-        common.systemctl(user, "stop", timer.name)
+        systemd_control.systemctl(user, "stop", timer.name)
         common.changed(record, f"stopped the timer through systemctl{_user_flags(user)} stop {timer.name}")
     else:
         actions.append("not active: nothing to stop")
@@ -343,13 +345,13 @@ def _stop_timer(timer: TimerInfo, state: Record, record: Record, vault: Vault, s
 
 def _disable_timer(fs: FsRoot, timer: TimerInfo, record: Record, vault: Vault, systemd: bool) -> None:
     actions, left = record["actions"], record["left"]
-    timer_user = common.manager_user(timer.scope)
+    timer_user = systemd_control.manager_user(timer.scope)
     reader = Reader(fs)
-    links = common.unit_links(reader, common.scope_link_dirs(fs, reader, timer.scope), timer.name)
-    if not common.remove_links(fs, vault, record, links):
+    links = remediate_links.unit_links(reader, remediate_links.scope_link_dirs(fs, reader, timer.scope), timer.name)
+    if not remediate_links.remove_links(fs, vault, record, links):
         actions.append("no enabling links: it was not enabled")
     elif systemd:
-        common.daemon_reload(timer.scope.kind, timer_user, actions, left)
+        systemd_control.daemon_reload(timer.scope.kind, timer_user, actions, left)
 
 
 def _user_flags(user: str | None) -> str:
@@ -359,21 +361,21 @@ def _user_flags(user: str | None) -> str:
 def _undo_timer(ctx: CommandContext, vault: Vault, record: Record) -> Record:
     fs = _fs(ctx)
     state = next(i for i in record["items"] if i.get("kind") == "timer_state")
-    links = common.pending_links(record)
-    conflicts = [place for item in links for place in common.link_conflicts(item)]
+    links = remediate_links.pending_links(record)
+    conflicts = [place for item in links for place in remediate_links.link_conflicts(item)]
     if conflicts:
         raise conflict(conflicts)
     actions: list[str] = []
     left: list[str] = []
     with common.undoing(record, actions):
-        common.recreate_links(vault, record, links, actions)
+        remediate_links.recreate_links(vault, record, links, actions)
     systemd = systemd_is_running(fs)
     if systemd and links:
-        common.daemon_reload(state["scope"], state.get("manager_user"), actions, left)
+        systemd_control.daemon_reload(state["scope"], state.get("manager_user"), actions, left)
     if state.get("was_active"):
         if systemd:
             try:
-                common.systemctl(state.get("manager_user"), "start", state["name"])
+                systemd_control.systemctl(state.get("manager_user"), "start", state["name"])
                 actions.append(f"started the timer through systemctl{_user_flags(state.get('manager_user'))} start "
                                f"{state['name']}")  # fmt: skip
             except CommandFailed as error:
