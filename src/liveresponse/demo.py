@@ -80,14 +80,40 @@ async def _prepare_store(config: ServerConfig, url: str, demo_dir: Path) -> tupl
         await store.close()
 
 
-def _wait_for(check: object, what: str, timeout_s: float, log: Path) -> None:
+def _wait_for(
+    check: object, what: str, timeout_s: float, log: Path, proc: subprocess.Popen[bytes], log_start: int
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():  # type: ignore[operator]
             return
+        if proc.poll() is not None:
+            raise DemoError(
+                f"{what} exited (status {proc.returncode}); its log of this run:\n{_log_since(log, log_start)}"
+            )
         time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise DemoError(f"{what} did not come up within {timeout_s:g} s; last lines of {log}:\n{tail}")
+    raise DemoError(
+        f"{what} did not come up within {timeout_s:g} s; its log of this run:\n{_log_since(log, log_start)}"
+    )
+
+
+def _log_since(log: Path, start: int) -> str:
+    """The lines a process wrote to its log in this run (the demo appends across runs)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = text.splitlines()
+    return "\n".join(lines[-30:])
+
+
+def _log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -124,6 +150,7 @@ def run_demo(demo_dir: Path, port: int) -> int:
     server_log, agent_log = demo_dir / "server.log", demo_dir / "agent.log"
     server = agent = None
     try:
+        server_log_start = _log_size(server_log)
         server = _spawn(["server", "--data", str(server_dir), "--listen", f"127.0.0.1:{port}"], server_log)
 
         def server_up() -> bool:
@@ -132,11 +159,12 @@ def run_demo(demo_dir: Path, port: int) -> int:
             except httpx.HTTPError:
                 return False
 
-        _wait_for(server_up, "the server", 30, server_log)
+        _wait_for(server_up, "the server", 30, server_log, server, server_log_start)
         agent_state = demo_dir / "agent"
         if enroll_token is not None:
             enroll(url, enroll_token, agent_state)
         device_id = AgentState(agent_state).load_identity().device_id
+        agent_log_start = _log_size(agent_log)
         agent = _spawn(["agent", "run", "--state", str(agent_state)], agent_log)
         headers = {"authorization": f"Bearer {api_token}"}
 
@@ -147,7 +175,7 @@ def run_demo(demo_dir: Path, port: int) -> int:
                 return False
             return any(r.get("id") == device_id and r.get("status") == "online" for r in rows)
 
-        _wait_for(agent_up, "the agent", 30, agent_log)
+        _wait_for(agent_up, "the agent", 30, agent_log, agent, agent_log_start)
         print(f"liveresponse demo: server {url}, device {socket.gethostname()} ({device_id})")
         print(f"  API and OpenAPI docs: {url}/api/v1/docs  (CA certificate: {ca})")
         print(f"  login: user {DEMO_USER}, password {password}")

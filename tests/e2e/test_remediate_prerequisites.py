@@ -34,9 +34,15 @@ def test_remediate_needs_the_entity_listed_first(cluster: Cluster, tmp_path: Pat
     assert target.read_bytes() == b"not yet looked at\n"
 
     with cluster.api() as api:
-        log = api.get("/api/v1/log", params={"type": "remediate", "limit": 20}).json()
-    refused = [r for r in log if r["status"] == "failed" and "first in this session" in (r["errors"] or "")]
-    assert len(refused) >= 2
+        log = api.get("/api/v1/log", params={"type": "remediate", "limit": 100_000}).json()
+    refused = [
+        r
+        for r in log
+        if r["status"] == "failed"
+        and "first in this session" in (r["errors"] or "")
+        and (str(target) in r["command_line"] or "lr-no-such-task" in r["command_line"])
+    ]
+    assert len(refused) == 2
     agent_log = (cluster.base / "agent.log").read_text(errors="replace")
     assert not any(r["id"] in agent_log for r in refused)  # never dispatched
 

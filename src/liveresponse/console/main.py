@@ -35,6 +35,8 @@ async def run_console(config: ClientConfig, device: str, lines: Iterable[str] | 
             return EXIT_OK
         all_ok = True
         for line in lines:
+            if line.strip().lower() in ("exit", "quit"):  # as at the prompt: the rest is not run
+                break
             ok = await shell.execute(line.rstrip("\n"))
             all_ok = all_ok and ok
         all_ok = await shell.wait_background() and all_ok

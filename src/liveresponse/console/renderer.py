@@ -62,7 +62,7 @@ def render_table(spec: CommandSpec, args: dict[str, Any], value: Any, width: int
             table.add_column(column, overflow="fold")
         for row in value:
             table.add_row(*(Text(_cell(row.get(c))) for c in columns))
-        return _to_text(table, width) + f"\n({len(value)} rows)"
+        return _to_text(table, width) + f"\n({len(value)} {'row' if len(value) == 1 else 'rows'})"
     if isinstance(value, dict):
         keys = list(spec.table_fields or value.keys())
         extra = [k for k in value if k not in keys and k.endswith("reason")]
@@ -100,7 +100,8 @@ def render_command_help(spec: CommandSpec) -> str:
         for p in params:
             kind = "flag" if p.type.value == "flag" else p.type.value
             where = "positional or -" + p.name if p in spec.positional else "-" + p.name
-            lines.append(f"  {p.name:12} {kind:7} {where:24} {p.help}")
+            choices = f" (one of: {', '.join(p.choices)})" if p.choices else ""
+            lines.append(f"  {p.name:12} {kind:7} {where:24} {p.help}{choices}")
     if spec.cancellable:
         lines.append("")
         lines.append("Ctrl+C cancels it on the device.")

@@ -565,7 +565,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
             "restored_by",
             "restored_at",
         ),
-        table_fields=("id", "type", "entity", "state", "actions", "left", "remediated_at"),
+        table_fields=("id", "type", "entity", "state", "remediated_by", "remediated_at", "actions", "left"),
         example="remediate file /tmp/dropper -auto",
         notes="needs the entity's listing in this session first (fileinfo PATH, processes, services, "
         "scheduledtasks, startupfolders), or -auto. file: quarantined (encrypted in the agent's state "
