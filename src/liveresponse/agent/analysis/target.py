@@ -101,7 +101,7 @@ def open_file(path: bytes) -> Opened:
         os.close(fd)
         raise CommandFailed(f"{shown} was replaced while it was being opened; analyze it again")
     location, deleted = _real_path(fd)
-    pseudo = _pseudo_file_system(location)
+    pseudo = mounts.pseudo_file_system_of(location)
     if pseudo is not None:
         os.close(fd)
         raise CommandFailed(
@@ -109,16 +109,6 @@ def open_file(path: bytes) -> Opened:
             "is not analyzable as a file ('analyze process PID' examines a process)"
         )
     return Opened(fd, info, location, deleted, notes)
-
-
-def _pseudo_file_system(location: bytes) -> str | None:
-    """The type of the pseudo file system (proc, sysfs...) ``location`` is on, if it is on one."""
-    best: mounts.Mount | None = None
-    for mount in mounts.effective_mounts(mounts.read_mounts()).values():
-        point = mount.mount_point.rstrip(b"/") + b"/"
-        if (location + b"/").startswith(point) and (best is None or len(point) > len(best.mount_point) + 1):
-            best = mount
-    return best.fs_type if best is not None and best.kind is mounts.FileSystemKind.PSEUDO else None
 
 
 def open_process_image(pid: int) -> tuple[Opened, process_table.ProcessRecord]:

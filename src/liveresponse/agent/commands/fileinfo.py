@@ -15,7 +15,7 @@ from typing import Any
 from liveresponse.agent.commands.context import CommandContext, Row
 from liveresponse.agent.commands.path_lookup import stat_or_fail
 from liveresponse.agent.platform import require_linux
-from liveresponse.agent.platform.linux import file_content, file_magic, file_metadata
+from liveresponse.agent.platform.linux import file_content, file_magic, file_metadata, mounts
 from liveresponse.agent.platform.linux.birth_time import birth_time_ns
 from liveresponse.agent.platform.linux.timestamps import iso_utc_from_ns
 from liveresponse.protocol.names import escape_bytes
@@ -79,6 +79,9 @@ def _content_fields(ctx: CommandContext, path: bytes, info: os.stat_result, file
         description = _NOT_READ_DESCRIPTIONS.get(file_type, file_type)
         return _no_hashes(description, f"{description} is not a regular file; only regular files are read")
     limit = ctx.fileinfo_hash_max_bytes
+    pseudo = mounts.pseudo_file_system_of(os.path.realpath(path))
+    if pseudo is not None:
+        return _no_hashes(None, f"on a {pseudo} pseudo file system: made up by the kernel as it is read, not hashed")
     try:
         if info.st_size > limit:
             reason = f"size {info.st_size} bytes is over fileinfo_hash_max_bytes ({limit} bytes)"

@@ -148,3 +148,15 @@ def plan_one_file_system(root: bytes, mounts: list[Mount]) -> SearchPlan:
     """Like ``find -xdev``: every mount point below ``root`` is skipped (used by the benchmark)."""
     below_root = frozenset(point for point in effective_mounts(mounts) if is_strictly_under(point, root))
     return SearchPlan(root, below_root, ())
+
+
+def pseudo_file_system_of(path: bytes) -> str | None:
+    """The type of the pseudo file system (proc, sysfs...) an absolute real ``path`` is on, if it is on one:
+    such files are made up by the kernel as they are read (/proc/self/pagemap reads for minutes)."""
+    best: Mount | None = None
+    best_length = -1
+    for mount in effective_mounts(read_mounts()).values():
+        point = mount.mount_point.rstrip(b"/") + b"/"
+        if (path.rstrip(b"/") + b"/").startswith(point) and len(point) > best_length:
+            best, best_length = mount, len(point)
+    return best.fs_type if best is not None and best.kind is FileSystemKind.PSEUDO else None
