@@ -26,11 +26,10 @@ from liveresponse.protocol import messages as m
 from liveresponse.protocol.catalogue import ResultShape, lookup
 from liveresponse.protocol.errors import EnvelopeRejected, LiveResponseError
 from liveresponse.protocol.signing import Envelope, ReplayGuard, verify
-from liveresponse.protocol.transfer import encode_chunk_header
 
 log = logging.getLogger("liveresponse.agent.runner")
 
-Send = Callable[[m.Rows | m.Done | bytes], Awaitable[None]]  # bytes: a file chunk frame
+Send = Callable[[m.Rows | m.Done], Awaitable[None]]
 ROWS_BATCH_COUNT = 2000
 ROWS_BATCH_S = 0.1
 
@@ -55,11 +54,13 @@ class Runner:
         files: Any = None,
         state_dir: Path | None = None,
         policy: PolicyFile | None = None,
+        uploader: Any = None,
     ) -> None:
         self.policy = policy or PolicyFile()
         self.device_id = device_id
         self.state_dir = state_dir
         self.files = files  # the working folder of putfile and run (agent/workfolder.py)
+        self.uploader = uploader  # getfile's PUT to the server (agent/upload.py, DR-12)
         self.command_key = command_key
         self.guard = guard
         self.root = root
@@ -150,13 +151,8 @@ class Runner:
         def push(rows: list[dict[str, Any]]) -> None:
             asyncio.run_coroutine_threadsafe(send(m.Rows(command_id=command_id, rows=rows)), loop).result()
 
-        def upload(transfer_id: str, offset: int, data: bytes) -> None:
-            # Waiting for each send keeps memory flat: at most one chunk in flight per transfer.
-            frame = encode_chunk_header(transfer_id, offset) + data
-            asyncio.run_coroutine_threadsafe(send(frame), loop).result()
-
         ctx.report = lambda row: push([row])
-        ctx.upload = upload
+        ctx.upload = self.uploader
         ctx.library = dict(envelope.library)
         ctx.files = self.files
         ctx.command_id = envelope.command_id

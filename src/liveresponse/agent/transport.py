@@ -27,6 +27,7 @@ from liveresponse.agent.quarantine import Vault
 from liveresponse.agent.runner import Runner
 from liveresponse.agent.state import AgentState, ReplayJournal
 from liveresponse.agent.tls import pinned_context
+from liveresponse.agent.upload import Uploader
 from liveresponse.agent.workfolder import WorkFolder
 from liveresponse.protocol import PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS
 from liveresponse.protocol import messages as m
@@ -81,6 +82,7 @@ class Agent:
             files=self.files,
             state_dir=state_dir,
             policy=self.policy,
+            uploader=Uploader(self.identity.server_url, self.state.ca_path),
         )
         self.ssl = pinned_context(str(self.state.ca_path))
         self.backoff = Backoff()
@@ -127,9 +129,9 @@ class Agent:
         self.backoff.reset()
         send_lock = asyncio.Lock()
 
-        async def send(message: m.Rows | m.Done | m.Heartbeat | bytes) -> None:
+        async def send(message: m.Rows | m.Done | m.Heartbeat) -> None:
             async with send_lock:
-                await ws.send(message if isinstance(message, bytes) else m.encode(message))
+                await ws.send(m.encode(message))
 
         async with asyncio.TaskGroup() as tasks:
 

@@ -1,45 +1,25 @@
-"""File chunks from agent to server: binary WebSocket frames (SPEC §7).
+"""getfile's bytes from agent to server: one HTTP PUT per leg of a transfer (SPEC §7, DR-12).
 
-    b"LRC1" | transfer id (16 bytes, UUID) | offset (8 bytes, big-endian) | data
+    PUT /agent/v1/transfers/{transfer_id}?offset=N&ticket=T
+    Content-Length: the file's size - N
+    <the file's bytes from N>
 
-Binary frames carry the bytes without JSON or base64; the JSON messages
-(Rows, Done) carry what the transfer is about. A chunk is at most
-CHUNK_BYTES of data, so a frame stays under MAX_FRAME_BYTES.
+The signed getfile envelope carries the transfer id, the offset, the path to
+PUT to and a one-time ticket bound to that transfer and device. The bytes
+travel on a connection of their own over the TLS pinned at enrollment, written
+by a blocking client in the command's thread; the WebSocket carries what the
+transfer is (the ``transfer_start`` row, Done with the device's sha256). An
+upload whose connection broke ends with the error code
+``TRANSFER_INTERRUPTED``: the server then resumes it from its durable offset
+with a new envelope and a new ticket.
 """
 
 from __future__ import annotations
 
-import struct
-import uuid
-from dataclasses import dataclass
-
-from liveresponse.protocol.errors import FrameError
-from liveresponse.protocol.messages import MAX_FRAME_BYTES
-
-MAGIC = b"LRC1"
-_HEADER = struct.Struct(">4s16sQ")
-HEADER_BYTES = _HEADER.size
-CHUNK_BYTES = 1024 * 1024
-assert CHUNK_BYTES + HEADER_BYTES <= MAX_FRAME_BYTES
+CHUNK_BYTES = 1024 * 1024  # what the agent reads and sends at a time
+TRANSFER_INTERRUPTED = "transfer_interrupted"
+UPLOAD_ROUTE = "/agent/v1/transfers/{transfer_id}"
 
 
-@dataclass(frozen=True)
-class Chunk:
-    transfer_id: str  # uuid hex
-    offset: int
-    data: memoryview
-
-
-def encode_chunk_header(transfer_id: str, offset: int) -> bytes:
-    return _HEADER.pack(MAGIC, uuid.UUID(hex=transfer_id).bytes, offset)
-
-
-def decode_chunk(frame: bytes) -> Chunk:
-    if len(frame) < HEADER_BYTES:
-        raise FrameError(f"chunk frame of {len(frame)} bytes is shorter than its {HEADER_BYTES}-byte header")
-    if len(frame) > MAX_FRAME_BYTES:
-        raise FrameError(f"chunk frame of {len(frame)} bytes is over the limit of {MAX_FRAME_BYTES} bytes")
-    magic, raw_id, offset = _HEADER.unpack_from(frame)
-    if magic != MAGIC:
-        raise FrameError("binary frame is not a file chunk")
-    return Chunk(uuid.UUID(bytes=raw_id).hex, offset, memoryview(frame)[HEADER_BYTES:])
+def upload_path(transfer_id: str) -> str:
+    return UPLOAD_ROUTE.format(transfer_id=transfer_id)

@@ -16,7 +16,18 @@ from fastapi.responses import JSONResponse
 
 from liveresponse import __version__
 from liveresponse.protocol.errors import LiveResponseError
-from liveresponse.server.api import audit, auth, commands, console_ws, devices, downloads, enroll, library, sessions
+from liveresponse.server.api import (
+    audit,
+    auth,
+    commands,
+    console_ws,
+    devices,
+    downloads,
+    enroll,
+    library,
+    sessions,
+    transfers,
+)
 from liveresponse.server.api.deps import caller_of
 from liveresponse.server.blobs import BlobStore
 from liveresponse.server.config import ServerConfig
@@ -100,6 +111,6 @@ def make_app(
     async def agent_connect(websocket: WebSocket) -> None:
         await gateway.serve(websocket)
 
-    for module in (auth, devices, enroll, sessions, commands, console_ws, downloads, audit, library):
+    for module in (auth, devices, enroll, sessions, commands, console_ws, downloads, audit, library, transfers):
         app.include_router(module.router)
     return app

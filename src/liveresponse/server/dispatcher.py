@@ -31,7 +31,6 @@ from liveresponse.protocol.errors import (
     CommandFailed,
     CommandLineError,
     DeviceOffline,
-    FrameError,
     LimitExceeded,
     LiveResponseError,
     NotFound,
@@ -40,7 +39,7 @@ from liveresponse.protocol.errors import (
 )
 from liveresponse.protocol.names import canonical, resolve_lexically
 from liveresponse.protocol.signing import ENVELOPE_TTL_S, Envelope, sign
-from liveresponse.protocol.transfer import decode_chunk
+from liveresponse.protocol.transfer import TRANSFER_INTERRUPTED
 from liveresponse.server.blobs import BlobStore
 from liveresponse.server.gateway import AgentLink, Gateway
 from liveresponse.server.rbac import command_permission
@@ -49,7 +48,8 @@ from liveresponse.server.store.store import AuditEvent, Store
 from liveresponse.server.store.transfer_models import Transfer
 from liveresponse.server.store.transfers import TransferRecords
 from liveresponse.server.timestamps import iso_seconds
-from liveresponse.server.transfers import PROGRESS_EVERY_BYTES, FileReceiver
+from liveresponse.server.transfers import PROGRESS_EVERY_BYTES, FileReceiver, Incoming
+from liveresponse.server.uploads import AgentUploads
 
 log = logging.getLogger("liveresponse.dispatcher")
 
@@ -83,6 +83,7 @@ class Running:
     deadline: float = 0.0  # epoch seconds when the command times out
     transfer_id: str | None = None  # getfile: the transfer this command drives
     interrupted: bool = False  # getfile: the device went away; resumes when it is back
+    resumed_at: int = -1  # getfile: the offset of the last resume after an upload broke off (no progress: fail)
     logged: asyncio.Future[None] | None = None  # the 'running' row's write
     persisted: asyncio.Event = field(default_factory=asyncio.Event)  # the final row's write
 
@@ -104,6 +105,7 @@ class Dispatcher:
         self.store = store
         self.transfers = TransferRecords(store)
         self.receiver = FileReceiver(self.transfers, blobs)
+        self.uploads = AgentUploads(self.receiver, self._progress)  # getfile's bytes by HTTP PUT (DR-12)
         self.gateway = gateway
         self.blobs = blobs
         self.signing_key = signing_key
@@ -123,7 +125,6 @@ class Dispatcher:
         gateway.on_message = self.on_agent_message
         gateway.on_disconnect = self.on_agent_disconnect
         gateway.on_connect = self.on_agent_connect
-        gateway.on_chunk = self.on_agent_chunk
 
     # -- submit -------------------------------------------------------------
 
@@ -444,15 +445,9 @@ class Dispatcher:
         await self.transfers.add(transfer)
         await self.receiver.open(transfer)
         run.transfer_id = transfer.id
-        return {"path": target, "transfer_id": transfer.id, "offset": 0}
+        return {"path": target, "transfer_id": transfer.id, "offset": 0, **self.uploads.grant(transfer.id, device.id)}
 
-    async def on_agent_chunk(self, link: AgentLink, frame: bytes) -> None:
-        try:
-            chunk = decode_chunk(frame)
-            incoming = await self.receiver.on_chunk(chunk)
-        except (FrameError, OSError) as exc:
-            log.warning("device %s: chunk refused: %s", link.device_id, exc)
-            return
+    def _progress(self, incoming: Incoming) -> None:
         if incoming.received - incoming.last_progress >= PROGRESS_EVERY_BYTES:
             incoming.last_progress = incoming.received
             run = self.running.get(incoming.transfer.command_id)
@@ -465,42 +460,64 @@ class Dispatcher:
     async def on_agent_connect(self, link: AgentLink) -> None:
         """Resume every interrupted transfer of this device from its durable offset."""
         for run in [r for r in self.running.values() if r.device_id == link.device_id and r.interrupted]:
-            assert run.transfer_id is not None
-            transfer = await self.transfers.get(run.transfer_id)
-            if transfer is None:
-                continue
-            incoming = await self.receiver.open(transfer)
-            run.interrupted = False
-            now = time.time()
-            expect = (
-                None
-                if transfer.size is None
-                else {"size": transfer.size, "mtime_ns": transfer.mtime_ns, "inode": transfer.inode}
-            )
-            envelope = Envelope(
-                kind="run",
-                envelope_id=uuid.uuid4().hex,
-                command_id=run.command_id,
-                device_id=run.device_id,
-                session_id=run.session_id,
-                issued_at=now,
-                expires_at=now + ENVELOPE_TTL_S,
-                command="getfile",
-                args={"path": transfer.path, "transfer_id": transfer.id, "offset": incoming.received, "expect": expect},
-                timeout_s=max(1.0, run.deadline - now),
-                limits={"getfile_max_bytes": transfer.size or 0} if transfer.size is not None else {},
-            )
-            log.info("resuming transfer %s of %s at byte %d", transfer.id, transfer.path, incoming.received)
-            run.publish(
-                {
-                    "type": "progress",
-                    "command_id": run.command_id,
-                    "bytes": incoming.received,
-                    "total": transfer.size,
-                    "resumed": True,
-                }
-            )
-            await link.send(sign(envelope, self.signing_key))
+            await self._resume(link, run)
+
+    async def _resume(self, link: AgentLink, run: Running) -> None:
+        """Sign a new getfile envelope for the same command: the durable offset, the file's identity, a new ticket."""
+        assert run.transfer_id is not None
+        transfer = await self.transfers.get(run.transfer_id)
+        if transfer is None:
+            return
+        incoming = await self.receiver.open(transfer)
+        run.interrupted = False
+        now = time.time()
+        expect = (
+            None
+            if transfer.size is None
+            else {"size": transfer.size, "mtime_ns": transfer.mtime_ns, "inode": transfer.inode}
+        )
+        envelope = Envelope(
+            kind="run",
+            envelope_id=uuid.uuid4().hex,
+            command_id=run.command_id,
+            device_id=run.device_id,
+            session_id=run.session_id,
+            issued_at=now,
+            expires_at=now + ENVELOPE_TTL_S,
+            command="getfile",
+            args={
+                "path": transfer.path,
+                "transfer_id": transfer.id,
+                "offset": incoming.received,
+                "expect": expect,
+                **self.uploads.grant(transfer.id, run.device_id),
+            },
+            timeout_s=max(1.0, run.deadline - now),
+            limits={"getfile_max_bytes": transfer.size or 0} if transfer.size is not None else {},
+        )
+        log.info("resuming transfer %s of %s at byte %d", transfer.id, transfer.path, incoming.received)
+        run.publish(
+            {
+                "type": "progress",
+                "command_id": run.command_id,
+                "bytes": incoming.received,
+                "total": transfer.size,
+                "resumed": True,
+            }
+        )
+        await link.send(sign(envelope, self.signing_key))
+
+    async def _resume_in_place(self, link: AgentLink, run: Running) -> bool:
+        """The upload's connection broke while the device stayed connected: resume now, unless the last
+        resume made no progress (then the command fails with the device's message)."""
+        assert run.transfer_id is not None
+        await self.receiver.interrupt(run.transfer_id)
+        transfer = await self.transfers.get(run.transfer_id)
+        if transfer is None or transfer.received_bytes == run.resumed_at:
+            return False
+        run.resumed_at = transfer.received_bytes
+        await self._resume(link, run)
+        return True
 
     async def recover(self) -> None:
         """After a server restart: unfinished transfers wait for their device to come back."""
@@ -632,6 +649,9 @@ class Dispatcher:
                 for row in message.rows:
                     if row.get("event") == "transfer_start":
                         await self.receiver.on_start(run.transfer_id, row)
+                return
+            broke_off = (message.error or {}).get("code") == TRANSFER_INTERRUPTED and not run.cancel_requested
+            if broke_off and await self._resume_in_place(link, run):
                 return
             status, result, error = await self._getfile_done(run, message)
             await self._finish(run, status, result, error)

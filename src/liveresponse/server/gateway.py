@@ -52,7 +52,6 @@ class AgentLink:
 
 AgentMessageHandler = Callable[[AgentLink, m.Rows | m.Done], Awaitable[None]]
 LinkHandler = Callable[[AgentLink], Awaitable[None]]
-ChunkHandler = Callable[[AgentLink, bytes], Awaitable[None]]
 
 
 class Gateway:
@@ -62,7 +61,6 @@ class Gateway:
         self.on_message: AgentMessageHandler | None = None
         self.on_disconnect: LinkHandler | None = None
         self.on_connect: LinkHandler | None = None
-        self.on_chunk: ChunkHandler | None = None
 
     def link(self, device_id: str) -> AgentLink | None:
         return self.links.get(device_id)
@@ -154,8 +152,8 @@ class Gateway:
             if received["type"] == "websocket.disconnect":
                 return
             if received.get("bytes") is not None:
-                if self.on_chunk is not None:
-                    await self.on_chunk(link, received["bytes"])
+                # getfile's bytes travel by HTTP PUT (DR-12); a binary frame is refused and logged.
+                log.warning("agent %s sent a binary frame of %d bytes: refused", link.device_id, len(received["bytes"]))
                 continue
             frame = received.get("text") or ""
             try:

@@ -1,6 +1,7 @@
 """The server's side of getfile: part files, the durable offset, verification, publication (SPEC §7).
 
-Chunks are appended to ``blobs/tmp/<transfer>.part`` and hashed as they come.
+The bytes arrive by the agent's HTTP PUT (server/uploads.py, DR-12); they are
+appended to ``blobs/tmp/<transfer>.part`` and hashed as they come.
 Every DURABLE_EVERY_BYTES the part file is fsynced and the offset recorded in
 the store: that offset is where a transfer resumes after a dropped
 connection, an agent restart or a server restart (the part file is cut back
@@ -20,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liveresponse.protocol.errors import CommandFailed, FrameError
-from liveresponse.protocol.transfer import Chunk
+from liveresponse.protocol.errors import CommandFailed, Conflict, LimitExceeded
 from liveresponse.server.blobs import BlobStore
 from liveresponse.server.store.transfer_models import Transfer
 from liveresponse.server.store.transfers import TransferRecords
@@ -42,6 +42,7 @@ class Incoming:
     last_progress: int = 0
     started_at: float = field(default_factory=time.monotonic)
     syncing: asyncio.Future[None] | None = None
+    writing: bool = False  # an agent's PUT is streaming into it (one at a time)
 
 
 class FileReceiver:
@@ -75,24 +76,28 @@ class FileReceiver:
             incoming.transfer.size = identity["size"]
             await self.records.update(transfer_id, **identity)
 
-    async def on_chunk(self, chunk: Chunk) -> Incoming:
-        incoming = self.incoming.get(chunk.transfer_id)
-        if incoming is None:
-            raise FrameError(f"chunk for unknown transfer {chunk.transfer_id}")
-        if chunk.offset != incoming.received:
-            raise FrameError(f"chunk at offset {chunk.offset}, expected {incoming.received}: refused")
-        # Written and hashed in line: what `received` counts is in the file before the next frame
-        # is read, so a durable offset can never run ahead of the bytes. (A writer thread with a queue
+    def append(self, incoming: Incoming, data: bytes) -> None:
+        """Write and hash bytes that follow ``incoming.received``; refused once the transfer was closed or reopened."""
+        if self.incoming.get(incoming.transfer.id) is not incoming:
+            raise Conflict(f"transfer {incoming.transfer.id} was interrupted or ended: these bytes are refused")
+        size = incoming.transfer.size
+        if size is not None and incoming.received + len(data) > size:
+            raise LimitExceeded(
+                f"transfer {incoming.transfer.id} is {size} bytes; the upload went past it: refused",
+                size=size,
+                limit=size,
+            )
+        # Written and hashed in line: what `received` counts is in the file before the next block is
+        # read, so a durable offset can never run ahead of the bytes. (A writer thread with a queue
         # was tried: one resume after a server kill ended in a sha256 mismatch, cause not found.)
-        _write_and_hash(incoming, chunk.data)
-        incoming.received += len(chunk.data)
+        _write_and_hash(incoming, data)
+        incoming.received += len(data)
         if incoming.received - incoming.durable >= DURABLE_EVERY_BYTES and incoming.syncing is None:
-            # fsync in the background while chunks keep coming; the offset counts once it is on disk.
+            # fsync in the background while bytes keep coming; the offset counts once it is on disk.
             incoming.syncing = asyncio.ensure_future(self.make_durable(incoming))
-        return incoming
 
     async def make_durable(self, incoming: Incoming) -> None:
-        upto = incoming.received  # every byte up to here is already written (on_chunk)
+        upto = incoming.received  # every byte up to here is already written (append)
         await asyncio.to_thread(os.fsync, incoming.fd)
         incoming.durable = upto
         await self.records.update(incoming.transfer.id, received_bytes=upto)
@@ -151,10 +156,11 @@ class FileReceiver:
         self.incoming.clear()
 
 
-def _write_and_hash(incoming: Incoming, data: memoryview) -> None:
+def _write_and_hash(incoming: Incoming, data: bytes) -> None:
     incoming.hasher.update(data)
-    while data:
-        data = data[os.write(incoming.fd, data) :]
+    view = memoryview(data)
+    while view:
+        view = view[os.write(incoming.fd, view) :]
 
 
 def _hash_prefix(fd: int, length: int, hasher: Any) -> None:

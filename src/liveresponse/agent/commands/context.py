@@ -50,8 +50,9 @@ class CommandContext:
     getfile_max_bytes: int = 3 * 1024**3
     getfile_limit_name: str = "getfile_max_bytes"  # or the device policy, when it caps lower
     cancel_event: threading.Event = field(default_factory=threading.Event)
-    # Set by the runner: send file bytes (transfer id, offset, data) and report an event row at once.
-    upload: Callable[[str, int, bytes], None] | None = None
+    # Set by the runner: getfile's uploader (agent/upload.py, typed loosely like ``files``) and a way to
+    # report an event row at once.
+    upload: Any = None
     report: Callable[[Row], None] | None = None
     # Set by the runner for putfile and run: the envelope's library file, and the agent's working folder
     # (agent/workfolder.py; typed loosely so this module stays free of the agent's I/O).

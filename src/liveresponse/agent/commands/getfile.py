@@ -1,13 +1,16 @@
-"""getfile: stream one regular file to the server in chunks (SPEC §7).
+"""getfile: stream one regular file to the server (SPEC §7, DR-12).
 
-The server names the transfer (``transfer_id``) and where to start
-(``offset``, non-zero when resuming). Before any byte moves the file must be
+The server names the transfer (``transfer_id``), where to start (``offset``,
+non-zero when resuming) and where to PUT the bytes with a one-time ticket
+(``upload_path``, ``ticket``; agent/upload.py). Before any byte moves the file must be
 a regular file, readable, and no larger than ``getfile_max_bytes`` (its
 logical size: a sparse file counts whole). The sha256 is computed here over
 the whole file (the part before ``offset`` is read again when resuming). The
 file's identity (size, mtime, inode) is reported first; a resume names the
 identity seen at the start, and a file that changed — before, during or
-between the parts of a transfer — fails honestly.
+between the parts of a transfer — fails honestly. An upload whose connection
+broke ends with the code ``transfer_interrupted`` and the bytes sent so far:
+the server resumes it from its durable offset.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import os
 import stat
 from typing import Any
 
-from liveresponse.agent.commands.context import CommandContext, Row
+from liveresponse.agent.commands.context import CommandContext, CommandEnded, Row
 from liveresponse.agent.commands.path_lookup import stat_or_fail
 from liveresponse.agent.platform.linux.file_metadata import detailed_type
+from liveresponse.agent.upload import Upload, UploadBroken
 from liveresponse.protocol.errors import CommandFailed, LimitExceeded
 from liveresponse.protocol.names import escape_bytes
-from liveresponse.protocol.transfer import CHUNK_BYTES
+from liveresponse.protocol.transfer import CHUNK_BYTES, TRANSFER_INTERRUPTED
 
 COMMAND = "getfile"
 
@@ -70,18 +74,12 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> Row:
                 raise CommandFailed(f"{shown} got shorter during the transfer")
             digest.update(block)
             position += len(block)
-        while True:
-            ctx.check_cancelled()
-            block = os.read(fd, CHUNK_BYTES)
-            if not block:
-                break
-            digest.update(block)
-            ctx.upload(transfer_id, position, block)
-            position += len(block)
+        position = _send_rest(ctx, args, fd, shown, offset, identity["size"], digest)
+        grew = os.read(fd, 1)
         after = _identity(os.fstat(fd))
     finally:
         os.close(fd)
-    if after != identity or position != identity["size"]:
+    if after != identity or position != identity["size"] or grew:
         raise CommandFailed(f"{shown} changed during the transfer ({identity} -> {after}): the copy is not kept")
     return {
         "path": shown,
@@ -90,3 +88,32 @@ def run(ctx: CommandContext, args: dict[str, Any]) -> Row:
         "transfer_id": transfer_id,
         "resumed_from": offset,
     }
+
+
+def _send_rest(
+    ctx: CommandContext, args: dict[str, Any], fd: int, shown: str, offset: int, size: int, digest: Any
+) -> int:
+    """PUT the bytes from ``offset`` to ``size``, hashing them on the way; returns where it stopped."""
+    position = offset
+    upload: Upload | None = None
+    try:
+        upload = ctx.upload.open(str(args["upload_path"]), str(args["ticket"]), offset, size - offset)
+        buffer = bytearray(CHUNK_BYTES)
+        view = memoryview(buffer)
+        while position < size:
+            ctx.check_cancelled()
+            count = os.readv(fd, [view[: min(CHUNK_BYTES, size - position)]])
+            if not count:
+                raise CommandFailed(f"{shown} got shorter during the transfer ({position} of {size} bytes)")
+            digest.update(view[:count])
+            upload.send(view[:count])
+            position += count
+        upload.finish()
+    except UploadBroken as exc:
+        result = {"transfer_id": args["transfer_id"], "sent_to": position}
+        message = f"the upload of {shown} broke off at byte {position}: {exc}; the server resumes it"
+        raise CommandEnded("failed", TRANSFER_INTERRUPTED, message, result) from None
+    finally:
+        if upload is not None:
+            upload.close()
+    return position

@@ -33,6 +33,7 @@ PUBLIC_ROUTES = {
     "/api/v1/health",
     "/agent/v1/connect",
     "/agent/v1/blobs/{sha256}",  # the agent's fetch of a library file: a one-time ticket from a signed envelope
+    "/agent/v1/transfers/{transfer_id}",  # the agent's upload of getfile's bytes: the same kind of ticket (DR-12)
 }
 
 
