@@ -25,23 +25,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liveresponse.protocol import messages as m
-from liveresponse.protocol.catalogue import REMEDIATION_PREREQUISITES, CommandSpec, ResultShape, Runs, lookup
-from liveresponse.protocol.commandline import ParsedLine, parse_line, quote_word
+from liveresponse.protocol.catalogue import CommandSpec, ResultShape, Runs, lookup
+from liveresponse.protocol.commandline import ParsedLine, parse_line
 from liveresponse.protocol.errors import (
     CommandFailed,
     CommandLineError,
     DeviceOffline,
-    LimitExceeded,
     LiveResponseError,
     NotFound,
     PermissionDenied,
     PrerequisiteMissing,
 )
-from liveresponse.protocol.names import canonical, resolve_lexically
+from liveresponse.protocol.names import resolve_lexically
 from liveresponse.protocol.signing import ENVELOPE_TTL_S, Envelope, sign
 from liveresponse.protocol.transfer import TRANSFER_INTERRUPTED
 from liveresponse.server.blobs import BlobStore
 from liveresponse.server.gateway import AgentLink, Gateway
+from liveresponse.server.prerequisites import (
+    Prerequisite,
+    Refused,
+    getfile_refusal,
+    plan_prerequisite,
+    remediation_audit,
+    shows,
+)
 from liveresponse.server.rbac import command_permission
 from liveresponse.server.store.models import Command, Device, Session, User
 from liveresponse.server.store.store import AuditEvent, Store
@@ -201,11 +208,11 @@ class Dispatcher:
         entity: dict[str, Any] | None = None
         if spec.prerequisite is not None:
             try:
-                if (plan := self._prerequisite_plan(session, parsed, spec)) is not None:
+                if (plan := plan_prerequisite(self.cwd.get(session.id, session.cwd), parsed, spec)) is not None:
                     entity = await self._require_prerequisite(
                         session, user, device, permissions, line, parsed, plan, settings
                     )
-            except _Refused as refused:
+            except Refused as refused:
                 refused.error.fields["command_id"] = await self._log_refusal(
                     session, user, device, line, refused.error, "failure", command=spec.name
                 )
@@ -332,36 +339,6 @@ class Dispatcher:
 
     # -- prerequisites and getfile (SPEC §4, §7) ---------------------------------
 
-    def _prerequisite_plan(self, session: Session, parsed: ParsedLine, spec: CommandSpec) -> _Prerequisite | None:
-        """Which listing this command needs first, of which entity (SPEC §4); None when it needs none."""
-        if spec.prerequisite is None:
-            return None
-        cwd = self.cwd.get(session.id, session.cwd)
-        if spec.name != "remediate":
-            target = canonical(resolve_lexically(cwd, str(parsed.args["path"])))
-            return _Prerequisite(spec.prerequisite, target, f"{spec.prerequisite} {quote_word(target)}", "path", target)
-        kind = str(parsed.args["type"])
-        command = REMEDIATION_PREREQUISITES.get(kind)
-        if command is None:  # list; registry (refused on the device)
-            return None
-        ident = parsed.args.get("id")
-        if ident is None or str(ident) == "":
-            raise _Refused(CommandFailed(f"remediate {kind} needs the entity's id: usage: {spec.usage}"))
-        text = str(ident)
-        if kind == "file":
-            target = canonical(resolve_lexically(cwd, text))
-            return _Prerequisite(command, target, f"fileinfo {quote_word(target)}", "path", target)
-        if kind == "process":
-            if not text.isdigit():
-                raise _Refused(CommandFailed(f"remediate process takes a process id, not {text!r}"))
-            return _Prerequisite(command, f"pid {int(text)}", f"processes {int(text)}", "pid", int(text))
-        if kind == "service":
-            return _Prerequisite(command, text, f"services -name {quote_word(text)}", "name", text)
-        if kind == "scheduledtask":
-            return _Prerequisite(command, text, f"scheduledtasks {quote_word(text)}", "name", text)
-        target = canonical(resolve_lexically(cwd, text)) if "/" in text else text
-        return _Prerequisite(command, target, command, "path" if "/" in text else "name", target)
-
     async def _require_prerequisite(
         self,
         session: Session,
@@ -370,11 +347,11 @@ class Dispatcher:
         permissions: frozenset[str],
         line: str,
         parsed: ParsedLine,
-        plan: _Prerequisite,
+        plan: Prerequisite,
         settings: dict[str, Any],
     ) -> dict[str, Any]:
         """The prerequisite's result for the same entity in this session; with -auto it is run first.
-        Refusals raise _Refused (the caller logs them)."""
+        Refusals raise Refused (the caller logs them)."""
         found = await self._prerequisite_result(session, plan)
         if found is None and parsed.args.get("auto"):
             first = await self.submit(session, user, device, permissions, plan.auto_line, settings)
@@ -382,12 +359,12 @@ class Dispatcher:
             assert first.final is not None
             if first.final["status"] != "completed":
                 reason = (first.final.get("error") or {}).get("message", first.final["status"])
-                raise _Refused(CommandFailed(f"{plan.auto_line} (run by -auto) failed: {reason}"))
+                raise Refused(CommandFailed(f"{plan.auto_line} (run by -auto) failed: {reason}"))
             found = await self._prerequisite_result(session, plan)
             if found is None:
-                raise _Refused(NotFound(f"{plan.auto_line} (run by -auto) did not list {plan.entity}"))
+                raise Refused(NotFound(f"{plan.auto_line} (run by -auto) did not list {plan.entity}"))
         if found is None:
-            raise _Refused(
+            raise Refused(
                 PrerequisiteMissing(
                     f"{parsed.command} needs {plan.command} of {plan.entity} first in this session: "
                     f"run '{plan.auto_line}', or add -auto",
@@ -395,12 +372,12 @@ class Dispatcher:
                 )
             )
         if parsed.command == "getfile":
-            refusal = _getfile_refusal(found, plan.entity, int(settings["getfile_max_bytes"]))
+            refusal = getfile_refusal(found, plan.entity, int(settings["getfile_max_bytes"]))
             if refusal is not None:
-                raise _Refused(refusal)
+                raise Refused(refusal)
         return found
 
-    async def _prerequisite_result(self, session: Session, plan: _Prerequisite) -> dict[str, Any] | None:
+    async def _prerequisite_result(self, session: Session, plan: Prerequisite) -> dict[str, Any] | None:
         """The newest completed result of plan.command in this session that shows the entity."""
         await self.settled(session.id)
         for row in reversed(await self.store.commands(session.tenant_id, session_id=session.id)):
@@ -414,14 +391,14 @@ class Dispatcher:
             except ValueError:
                 continue
             candidates = result if isinstance(result, list) else [result]
-            matches = [c for c in candidates if isinstance(c, dict) and _shows(c, plan)]
+            matches = [c for c in candidates if isinstance(c, dict) and shows(c, plan)]
             if plan.key == "name" and not matches and plan.command == "services":
                 matches = [c for c in candidates if isinstance(c, dict) and c.get("name") == f"{plan.value}.service"]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
                 where = ", ".join(str(c.get("path")) for c in matches[:5])
-                raise _Refused(CommandFailed(f"{plan.entity} names {len(matches)} entries ({where}): give the path"))
+                raise Refused(CommandFailed(f"{plan.entity} names {len(matches)} entries ({where}): give the path"))
         return None
 
     async def _open_transfer(
@@ -731,7 +708,7 @@ class Dispatcher:
             if run.logged is not None:
                 await run.logged
             await self.store.finish_command(run.command_id, run.session_id, session_values, **values)
-            if (audit := _remediation_audit(run, status, result, error)) is not None:
+            if (audit := remediation_audit(run, status, result, error)) is not None:
                 await self.store.audit(audit)
         finally:
             run.persisted.set()
@@ -742,73 +719,3 @@ class Dispatcher:
             task.cancel()
         for run in list(self.running.values()):
             await self._finish(run, "failed", None, {"code": "server_stopped", "message": "the server stopped"})
-
-
-def _remediation_audit(
-    run: Running, status: str, result: dict[str, Any] | None, error: dict[str, Any] | None
-) -> AuditEvent | None:
-    """Remediations and undos get an audit record of what was done on the device, beside the command's own."""
-    if run.spec.name not in ("remediate", "undo") or run.parsed.args.get("type") == "list":
-        return None
-    detail: dict[str, Any] = {
-        "command_id": run.command_id,
-        "session": run.session_id,
-        "device": run.device_id,
-        "type": run.parsed.args.get("type"),
-        "id": run.parsed.args.get("id"),
-        "status": status,
-    }
-    if result is not None:
-        for key in ("id", "state", "actions", "left", "path", "sha256"):
-            if key in result:
-                detail["remediation_id" if key == "id" else key] = result[key]
-    if error is not None:
-        detail["error"] = error.get("message")
-    outcome = "success" if status == "completed" else "failure"
-    if error is not None and error.get("code") in _END_NOT_REPORTED:
-        # The device may have done it all: a begun remediation completes there (DR-14). Say so, not "failure".
-        outcome = "unknown"
-        detail["note"] = "the device did not report the end; 'remediate list' on the device shows what was done"
-    return AuditEvent(run.tenant_id, run.user_name, f"remediation.{run.spec.name}", outcome, detail)
-
-
-_END_NOT_REPORTED = frozenset({"device_offline", "server_stopped", "timed_out", "cancelled"})
-
-
-def _shows(row: dict[str, Any], plan: _Prerequisite) -> bool:
-    value = row.get(plan.key)
-    if plan.key == "path" and isinstance(value, str):
-        return canonical(value) == plan.value  # both in the one shown form (names.py)
-    return bool(value == plan.value)
-
-
-@dataclass(frozen=True)
-class _Prerequisite:
-    """The listing a command needs first: run ``auto_line`` and find the row whose ``key`` is ``value``."""
-
-    command: str
-    entity: str  # as the analyst will read it in a refusal
-    auto_line: str
-    key: str
-    value: str | int
-
-
-class _Refused(Exception):
-    """A refusal decided while checking a prerequisite; the caller logs it before raising the error."""
-
-    def __init__(self, error: LiveResponseError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def _getfile_refusal(info: dict[str, Any], target: str, limit: int) -> LiveResponseError | None:
-    """Refusals decided from the fileinfo result, before any byte moves (SPEC §7)."""
-    kind = info.get("type")
-    if kind != "file":
-        return CommandFailed(f"{target} is a {kind}, not a regular file: getfile collects regular files only")
-    size = int(info.get("size") or 0)
-    if size > limit:
-        return LimitExceeded(
-            f"{target} is {size} bytes, over getfile_max_bytes ({limit} bytes)", size=size, limit=limit
-        )
-    return None
