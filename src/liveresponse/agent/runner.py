@@ -138,7 +138,7 @@ class Runner:
             error = {"code": "not_available", "message": f"this agent has no command {envelope.command!r}"}
             return m.Done(command_id=command_id, status="failed", error=error)
         limits = envelope.limits
-        ctx = CommandContext(cwd=envelope.cwd, root=self.root, cancel_event=cancel)
+        ctx = CommandContext(cwd=envelope.cwd, root=self.root, cancel_event=cancel, timeout_s=envelope.timeout_s)
         if "fileinfo_hash_max_bytes" in limits:
             ctx.fileinfo_hash_max_bytes = int(limits["fileinfo_hash_max_bytes"])
         if "getfile_max_bytes" in limits:

@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from liveresponse.protocol.catalogue import lookup
 from liveresponse.protocol.errors import CommandFailed, LimitExceeded, LiveResponseError
 from liveresponse.server.blobs import BlobStore
 from liveresponse.server.library import LibraryService
@@ -83,8 +82,6 @@ class IntelService:
         sha256 = hashlib.sha256(data).hexdigest()
         if not self.blobs.path(sha256).exists():
             await asyncio.to_thread(self.blobs.put_bytes, data)
-        spec = lookup("analyze")
-        assert spec is not None
         return {
             "name": BUNDLE_NAME,
             "sha256": sha256,
@@ -94,8 +91,6 @@ class IntelService:
             "ticket": self.library.issue_ticket(sha256, device.id),
             "indicators": len(intel.indicators),
             "rule_sets": len(intel.rule_sets),
-            # The handler cannot see the envelope's timeout; YARA's own timeout stays within it.
-            "timeout_s": float(settings[spec.timeout.value]),
         }
 
     def install(self, preparers: dict[str, Any]) -> None:

@@ -26,15 +26,13 @@ from liveresponse.protocol.errors import CommandFailed
 from liveresponse.protocol.names import escape_bytes
 
 COMMAND = "analyze"
-DEFAULT_TIMEOUT_S = 1800.0  # long_command_timeout_s's default, when the envelope does not say
 _MARGIN_S = 1.0  # YARA must give up before the runner's timer cancels the command
 
 
 def run(ctx: CommandContext, args: dict[str, Any]) -> Row:
     require_linux(COMMAND)
     started = time.monotonic()
-    timeout_s = float(ctx.library.get("timeout_s") or DEFAULT_TIMEOUT_S)
-    limits = Limits(ctx.fileinfo_hash_max_bytes, "fileinfo_hash_max_bytes", started + timeout_s - _MARGIN_S)
+    limits = Limits(ctx.fileinfo_hash_max_bytes, "fileinfo_hash_max_bytes", started + ctx.timeout_s - _MARGIN_S)
     kind = str(args["type"]).lower()
     target = str(args["target"])
     if kind == "process":

@@ -62,6 +62,8 @@ class CommandContext:
     command_id: str = ""
     session_id: str = ""
     requested_by: str = ""
+    # The envelope's timeout: a handler whose own engine needs a deadline (analyze's YARA) stays within it.
+    timeout_s: float = 1800.0
     # The agent's state directory (0700): the quarantine and the analysis cache live inside it.
     state_dir: Path | None = None
 
